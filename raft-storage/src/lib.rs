@@ -1,0 +1,39 @@
+//! cairn-raft-storage: openraft's log storage and an MVCC state machine,
+//! both on one sled database.
+//!
+//! # Layout
+//! - [`typ`]: the openraft type configuration; entries carry etcd's request
+//!   messages.
+//! - `revision`: revisions and their byte encoding.
+//! - `index`: the in-memory key index (generations, tombstones).
+//! - `mvcc`: the [`Store`]: apply, range, compaction.
+//! - `log_store`: [`LogStore`], with group commit.
+//! - `state_machine`, `snapshot`: [`StateMachine`] and its snapshots.
+//! - `storage`: [`open`] a data dir.
+//!
+//! # Invariants
+//! - This crate knows nothing of tonic or the network; it sees only the
+//!   etcd message types of `cairn-proto` (built without its gRPC feature).
+//! - An append is acknowledged only after the log is flushed.
+//! - Each apply call is one atomic sled batch that includes the applied
+//!   log id.
+//! - The revision rises by exactly 1 per txn that changes anything.
+//! - Apply is deterministic and never reads the clock.
+//! - Log purge never outruns what is durable in the state machine.
+
+mod error;
+mod index;
+mod log_store;
+mod mvcc;
+mod revision;
+mod snapshot;
+mod state_machine;
+mod storage;
+pub mod typ;
+
+pub use error::{ApplyError, Error, Result};
+pub use log_store::LogStore;
+pub use mvcc::Store;
+pub use state_machine::StateMachine;
+pub use storage::{open, Opened, Options};
+pub use typ::{NodeId, Raft, Request, Response, TypeConfig};

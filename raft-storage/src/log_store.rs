@@ -1,0 +1,224 @@
+//! openraft's log storage on sled, with group commit.
+//!
+//! # On-disk layout
+//! - tree `log`: index (u64 BE) -> postcard(Entry)
+//! - tree `raft`: `vote`, `committed`, `purged` -> postcard values
+//!
+//! # Durability
+//! `append` writes the entries to sled (readable at once) and hands the
+//! callback to the flusher thread. The flusher takes every callback queued
+//! so far, flushes the whole database once, and only then calls them: one
+//! fsync acknowledges a whole group of appends. `save_vote` flushes before
+//! it returns. `purge` flushes before it deletes, so the state machine is
+//! durable at least as far as the log it lets go of (the state machine and
+//! the log share one sled database, so one flush covers both).
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, RaftLogId, StorageError, StorageIOError, Vote};
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::typ::{NodeId, TypeConfig};
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_PURGED: &[u8] = b"purged";
+
+type Callback = LogFlushed<TypeConfig>;
+
+/// Flushes the database for queued appends, many at a time.
+struct Flusher {
+    tx: Mutex<Option<mpsc::Sender<Callback>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Flusher {
+    fn start(db: sled::Db) -> Result<Flusher> {
+        let (tx, rx) = mpsc::channel::<Callback>();
+        let thread = std::thread::Builder::new()
+            .name("cairn-log-flush".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut group = vec![first];
+                    group.extend(rx.try_iter());
+                    // Durability: every entry of every append in `group` was
+                    // written to sled before its callback was queued, so this
+                    // one flush makes them all durable before any callback.
+                    let res = db.flush().map(|_| ());
+                    for cb in group {
+                        cb.log_io_completed(res.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
+                    }
+                }
+            })?;
+        Ok(Flusher { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) })
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        // Close the queue; the thread flushes what is queued and ends.
+        self.tx.lock().take();
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// openraft's log store. Cloning gives a reader on the same log.
+#[derive(Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    log: sled::Tree,
+    raft: sled::Tree,
+    flusher: Arc<Flusher>,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore").field("entries", &self.log.len()).finish()
+    }
+}
+
+fn io_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
+}
+
+fn read_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    io_err(ErrorSubject::Logs, ErrorVerb::Read, e)
+}
+
+fn write_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    io_err(ErrorSubject::Logs, ErrorVerb::Write, e)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::Corruption(format!("raft log: {e}")))
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_stdvec(v).expect("invariant: openraft's types always serialize")
+}
+
+impl LogStore {
+    pub(crate) fn open(db: &sled::Db) -> Result<LogStore> {
+        Ok(LogStore {
+            db: db.clone(),
+            log: db.open_tree("log")?,
+            raft: db.open_tree("raft")?,
+            flusher: Arc::new(Flusher::start(db.clone())?),
+        })
+    }
+
+    fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        self.raft.get(key)?.map(|v| decode(&v)).transpose()
+    }
+
+    fn last_purged(&self) -> Result<Option<LogId<NodeId>>> {
+        self.meta(KEY_PURGED)
+    }
+
+    fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry<TypeConfig>>> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => Bound::Included(i.to_be_bytes()),
+            Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Bound::Included(i.to_be_bytes()),
+            Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        self.log.range::<[u8; 8], _>((start, end)).map(|item| decode(&item?.1)).collect()
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        self.entries(range).map_err(read_err)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let last_purged_log_id = self.last_purged().map_err(read_err)?;
+        let last = match self.log.last().map_err(read_err)? {
+            Some((_, v)) => Some(*decode::<Entry<TypeConfig>>(&v).map_err(read_err)?.get_log_id()),
+            None => last_purged_log_id,
+        };
+        Ok(LogState { last_purged_log_id, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let err = |e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e);
+        self.raft.insert(KEY_VOTE, encode(vote)).map_err(err)?;
+        // Durability: a vote must be on disk before it is acted on.
+        self.db.flush_async().await.map_err(err)?;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        self.meta(KEY_VOTE).map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
+        // Not flushed: a lost committed id only means re-learning it from
+        // the leader (or re-applying on a single node, from the log).
+        self.raft.insert(KEY_COMMITTED, encode(&committed)).map_err(write_err)?;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        Ok(self.meta::<Option<LogId<NodeId>>>(KEY_COMMITTED).map_err(read_err)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut batch = sled::Batch::default();
+        for e in entries {
+            batch.insert(&e.log_id.index.to_be_bytes(), encode(&e));
+        }
+        self.log.apply_batch(batch).map_err(write_err)?;
+        // Durability: the callback runs only after the flusher's fsync.
+        match self.flusher.tx.lock().as_ref() {
+            Some(tx) => tx.send(callback).map_err(|_| write_err(std::io::Error::other("log flusher stopped"))),
+            None => Err(write_err(std::io::Error::other("log flusher stopped"))),
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let mut batch = sled::Batch::default();
+        for item in self.log.range(log_id.index.to_be_bytes()..) {
+            batch.remove(item.map_err(write_err)?.0);
+        }
+        self.log.apply_batch(batch).map_err(write_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        // Durability: the state machine (same database) is flushed first, so
+        // no purged entry is ever the only record of an applied change.
+        self.db.flush_async().await.map_err(write_err)?;
+        self.raft.insert(KEY_PURGED, encode(&log_id)).map_err(write_err)?;
+        let mut batch = sled::Batch::default();
+        for item in self.log.range(..=log_id.index.to_be_bytes()) {
+            batch.remove(item.map_err(write_err)?.0);
+        }
+        self.log.apply_batch(batch).map_err(write_err)
+    }
+}

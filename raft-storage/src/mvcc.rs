@@ -1,0 +1,772 @@
+//! The MVCC store: etcd's revision model on one sled tree.
+//!
+//! # On-disk layout (tree `mvcc`)
+//!
+//! ```text
+//! b'r' | main u64 BE | sub u64 BE [| b't']  -> mvccpb::KeyValue (prost)   one per change
+//! b"m/applied"       -> postcard(Option<LogId>)   last applied log id
+//! b"m/membership"    -> postcard(StoredMembership)
+//! b"m/rev"           -> i64 BE                    current revision
+//! b"m/compact"       -> i64 BE                    compact revision (scheduled)
+//! b"m/compact_done"  -> i64 BE                    physical compaction finished up to
+//! ```
+//!
+//! A tombstone's value is a `KeyValue` with only `key` and `mod_revision`.
+//!
+//! # Invariants
+//! - Apply writes one sled batch per call: the changes of every entry, the
+//!   applied log id and the revisions together. A crash leaves the store
+//!   exactly at some applied log id, never between.
+//! - The revision rises by exactly 1 per txn that changes anything.
+//! - Apply is deterministic and never reads the clock.
+//! - The index is changed only under the `state` write lock, and readers
+//!   see it only after the batch that backs it is in sled.
+//! - Physical compaction only deletes revisions the index has forgotten.
+//!
+//! # Lock order
+//! `state` before `gate`. Reads hold `gate` (shared) while they fetch values,
+//! so physical compaction (which takes it exclusively, one small batch at a
+//! time) never deletes a revision a read is about to fetch.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use cairn_proto::etcdserverpb::{
+    compare::{CompareResult, CompareTarget, TargetUnion},
+    range_request::{SortOrder, SortTarget},
+    request_op, response_op, Compare, CompactionRequest, CompactionResponse, DeleteRangeRequest,
+    DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
+    ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+};
+use cairn_proto::mvccpb::KeyValue;
+use openraft::{BasicNode, Entry, EntryPayload, LogId, StoredMembership};
+use parking_lot::{Mutex, RwLock};
+use prost::Message;
+
+use crate::error::{ApplyError, Error, Result};
+use crate::index::{Index, KeyRange};
+use crate::revision::{self, Revision};
+use crate::typ::{NodeId, Request, Response, TypeConfig};
+
+pub(crate) const META_APPLIED: &[u8] = b"m/applied";
+pub(crate) const META_MEMBERSHIP: &[u8] = b"m/membership";
+pub(crate) const META_REV: &[u8] = b"m/rev";
+pub(crate) const META_COMPACT: &[u8] = b"m/compact";
+pub(crate) const META_COMPACT_DONE: &[u8] = b"m/compact_done";
+
+/// Changes deleted per physical-compaction batch; apply waits at most for
+/// one batch.
+const COMPACTION_BATCH: usize = 1000;
+/// Pause between compaction batches, so apply and reads get the gate.
+const COMPACTION_PAUSE: Duration = Duration::from_millis(1);
+
+pub(crate) type Membership = StoredMembership<NodeId, BasicNode>;
+
+/// What readers and apply share, behind the `state` lock.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub index: Index,
+    /// The current revision: 1 on an empty store.
+    pub current: i64,
+    /// The compact revision; 0 when never compacted.
+    pub compact: i64,
+    pub applied: Option<LogId<NodeId>>,
+    pub membership: Membership,
+}
+
+/// A physical compaction to run: delete every change at or below `rev`
+/// that is not in `keep`.
+struct Job {
+    rev: i64,
+    keep: HashSet<Revision>,
+}
+
+pub(crate) struct Shared {
+    pub db: sled::Db,
+    pub tree: sled::Tree,
+    pub state: RwLock<State>,
+    /// Shared by reads that fetch values; exclusive for a compaction batch.
+    pub gate: RwLock<()>,
+    compacted: tokio::sync::watch::Sender<i64>,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    compactor: Mutex<Option<JoinHandle<()>>>,
+    /// Test hook: how many compaction batches may still run (None: all).
+    #[cfg(test)]
+    pub batch_budget: Mutex<Option<usize>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.jobs.lock().take();
+        if let Some(h) = self.compactor.lock().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A read handle on the MVCC state; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.shared.state.read();
+        f.debug_struct("Store").field("revision", &st.current).field("compact", &st.compact).finish()
+    }
+}
+
+fn read_i64(tree: &sled::Tree, key: &[u8]) -> Result<Option<i64>> {
+    match tree.get(key)? {
+        None => Ok(None),
+        Some(v) => {
+            let b: [u8; 8] = v
+                .as_ref()
+                .try_into()
+                .map_err(|_| Error::Corruption(format!("{} is not 8 bytes", String::from_utf8_lossy(key))))?;
+            Ok(Some(i64::from_be_bytes(b)))
+        }
+    }
+}
+
+fn read_postcard<T: serde::de::DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>> {
+    match tree.get(key)? {
+        None => Ok(None),
+        Some(v) => postcard::from_bytes(&v)
+            .map(Some)
+            .map_err(|e| Error::Corruption(format!("{}: {e}", String::from_utf8_lossy(key)))),
+    }
+}
+
+pub(crate) fn encode_postcard<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_stdvec(v).expect("invariant: our meta types always serialize")
+}
+
+fn decode_kv(rev: Revision, bytes: &[u8]) -> Result<KeyValue> {
+    KeyValue::decode(bytes).map_err(|e| Error::Corruption(format!("revision {}.{}: {e}", rev.main, rev.sub)))
+}
+
+impl Store {
+    /// Opens the store on `tree`: reads the meta, rebuilds the index, and
+    /// resumes an unfinished physical compaction.
+    pub(crate) fn open(db: &sled::Db) -> Result<Store> {
+        let tree = db.open_tree("mvcc")?;
+        let state = load_state(&tree)?;
+        let compact = state.compact;
+        let done = read_i64(&tree, META_COMPACT_DONE)?.unwrap_or(0);
+        let (tx, _) = tokio::sync::watch::channel(done);
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
+        let shared = Arc::new(Shared {
+            db: db.clone(),
+            tree,
+            state: RwLock::new(state),
+            gate: RwLock::new(()),
+            compacted: tx,
+            jobs: Mutex::new(Some(jobs_tx)),
+            compactor: Mutex::new(None),
+            #[cfg(test)]
+            batch_budget: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&shared);
+        let handle = std::thread::Builder::new()
+            .name("cairn-compactor".into())
+            .spawn(move || compactor(weak, jobs_rx))
+            .map_err(Error::Io)?;
+        *shared.compactor.lock() = Some(handle);
+        let store = Store { shared };
+        if compact > done {
+            let keep = store.shared.state.write().index.compact(compact);
+            store.schedule(Job { rev: compact, keep });
+        }
+        Ok(store)
+    }
+
+    fn schedule(&self, job: Job) {
+        if let Some(tx) = self.shared.jobs.lock().as_ref() {
+            // The compactor only stops when the store is dropped.
+            let _ = tx.send(job);
+        }
+    }
+
+    /// The current revision.
+    pub fn revision(&self) -> i64 {
+        self.shared.state.read().current
+    }
+
+    /// The compact revision (0 when never compacted). Reads below it fail.
+    pub fn compact_revision(&self) -> i64 {
+        self.shared.state.read().compact
+    }
+
+    /// The last applied log index, if any.
+    pub fn applied_index(&self) -> Option<u64> {
+        self.shared.state.read().applied.map(|l| l.index)
+    }
+
+    /// Number of keys that have any history kept.
+    pub fn key_count(&self) -> usize {
+        self.shared.state.read().index.len()
+    }
+
+    /// The bytes the data dir's sled database takes on disk (0 if sled
+    /// cannot tell).
+    pub fn size_on_disk(&self) -> u64 {
+        self.shared.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// Waits until physical compaction has finished at or above `rev`.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future only stops waiting.
+    pub async fn wait_compacted(&self, rev: i64) {
+        let mut rx = self.shared.compacted.subscribe();
+        // The sender lives as long as the store, which we hold.
+        let _ = rx.wait_for(|done| *done >= rev).await;
+    }
+
+    /// Serves etcd's Range at the request's revision (0: current).
+    ///
+    /// The response header carries only `revision`, the current revision.
+    ///
+    /// # Errors
+    /// [`Error::Compacted`] or [`Error::FutureRevision`] for a revision out
+    /// of reach; storage errors otherwise.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        let st = self.shared.state.read();
+        let plan = plan_range(&st.index, req, st.current, st.compact)?;
+        let _gate = self.shared.gate.read_recursive();
+        drop(st);
+        let tree = &self.shared.tree;
+        finish_range(req, plan, |rev| fetch(tree, rev))
+    }
+
+    /// Applies committed entries in one atomic batch.
+    pub(crate) fn apply(&self, entries: Vec<Entry<TypeConfig>>) -> Result<Vec<Response>> {
+        let mut st = self.shared.state.write();
+        let mut batch = sled::Batch::default();
+        let mut overlay = HashMap::new();
+        let mut jobs = Vec::new();
+        let mut out = Vec::with_capacity(entries.len());
+        let start_compact = st.compact;
+        for entry in entries {
+            st.applied = Some(entry.log_id);
+            let resp = match entry.payload {
+                EntryPayload::Blank => Response::Empty,
+                EntryPayload::Membership(m) => {
+                    st.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Response::Empty
+                }
+                EntryPayload::Normal(req) => {
+                    let mut w = Writer { st: &mut st, tree: &self.shared.tree, batch: &mut batch, overlay: &mut overlay, sub: 0 };
+                    let (resp, job) = w.request(req)?;
+                    jobs.extend(job);
+                    resp
+                }
+            };
+            out.push(resp);
+        }
+        batch.insert(META_APPLIED, encode_postcard(&st.applied));
+        batch.insert(META_MEMBERSHIP, encode_postcard(&st.membership));
+        batch.insert(META_REV, &st.current.to_be_bytes());
+        if st.compact != start_compact {
+            batch.insert(META_COMPACT, &st.compact.to_be_bytes());
+        }
+        self.shared.tree.apply_batch(batch)?;
+        drop(st);
+        for job in jobs {
+            self.schedule(job);
+        }
+        Ok(out)
+    }
+
+    /// The applied log id and membership, for openraft.
+    pub(crate) fn applied_state(&self) -> (Option<LogId<NodeId>>, Membership) {
+        let st = self.shared.state.read();
+        (st.applied, st.membership.clone())
+    }
+
+    /// Re-reads the state from the tree after a snapshot was loaded into
+    /// it. The caller holds the state write lock (`st`).
+    pub(crate) fn reload(&self, st: &mut State) -> Result<()> {
+        let mut state = load_state(&self.shared.tree)?;
+        let done = read_i64(&self.shared.tree, META_COMPACT_DONE)?.unwrap_or(0);
+        let job = (state.compact > done).then(|| Job { rev: state.compact, keep: state.index.compact(state.compact) });
+        *st = state;
+        self.shared.compacted.send_replace(done);
+        if let Some(job) = job {
+            self.schedule(job);
+        }
+        Ok(())
+    }
+}
+
+/// Reads meta and rebuilds the index from every change on disk.
+fn load_state(tree: &sled::Tree) -> Result<State> {
+    let mut st = State {
+        current: read_i64(tree, META_REV)?.unwrap_or(1),
+        compact: read_i64(tree, META_COMPACT)?.unwrap_or(0),
+        applied: read_postcard(tree, META_APPLIED)?.flatten(),
+        membership: read_postcard(tree, META_MEMBERSHIP)?.unwrap_or_default(),
+        index: Index::default(),
+    };
+    for item in tree.scan_prefix([revision::PREFIX]) {
+        let (k, v) = item?;
+        let (rev, tombstone) = Revision::from_key(&k)
+            .ok_or_else(|| Error::Corruption(format!("bad revision key {k:?}")))?;
+        if rev.main > st.current {
+            return Err(Error::Corruption(format!(
+                "change at revision {} beyond the current revision {}",
+                rev.main, st.current
+            )));
+        }
+        let kv = decode_kv(rev, &v)?;
+        st.index.restore(&kv.key, rev, tombstone, kv.create_revision, kv.version);
+    }
+    if st.compact > 0 {
+        // Forget what a compaction had removed from the index before a
+        // restart; the caller resumes the physical part.
+        st.index.compact(st.compact);
+    }
+    Ok(st)
+}
+
+fn fetch(tree: &sled::Tree, rev: Revision) -> Result<KeyValue> {
+    let v = tree
+        .get(rev.to_key(false))?
+        .ok_or_else(|| Error::Corruption(format!("index names revision {}.{} but it is not on disk", rev.main, rev.sub)))?;
+    decode_kv(rev, &v)
+}
+
+/// The first half of a Range: which revisions to fetch.
+struct RangePlan {
+    revs: Vec<Revision>,
+    count: usize,
+    current: i64,
+}
+
+fn needs_all(req: &RangeRequest) -> bool {
+    req.sort_order != SortOrder::None as i32
+        || req.min_mod_revision != 0
+        || req.max_mod_revision != 0
+        || req.min_create_revision != 0
+        || req.max_create_revision != 0
+}
+
+fn plan_range(index: &Index, req: &RangeRequest, current: i64, compact: i64) -> Result<RangePlan> {
+    let at = if req.revision <= 0 { current } else { req.revision };
+    if at > current {
+        return Err(Error::FutureRevision);
+    }
+    if at < compact {
+        return Err(Error::Compacted);
+    }
+    let range = KeyRange::new(&req.key, &req.range_end);
+    // Fetch one more than the limit to learn `more`; fetch all when sorting
+    // or filtering decides which ones are kept.
+    let fetch = if req.count_only {
+        0
+    } else if needs_all(req) || req.limit <= 0 {
+        usize::MAX
+    } else {
+        req.limit as usize + 1
+    };
+    let mut revs = Vec::new();
+    let mut count = 0;
+    for (_, rev) in index.range_at(&range, at) {
+        if revs.len() < fetch {
+            revs.push(rev);
+        }
+        count += 1;
+    }
+    Ok(RangePlan { revs, count, current })
+}
+
+fn finish_range(
+    req: &RangeRequest,
+    plan: RangePlan,
+    mut fetch: impl FnMut(Revision) -> Result<KeyValue>,
+) -> Result<RangeResponse> {
+    let mut kvs = plan.revs.into_iter().map(&mut fetch).collect::<Result<Vec<_>>>()?;
+    kvs.retain(|kv| {
+        (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
+            && (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
+            && (req.max_create_revision == 0 || kv.create_revision <= req.max_create_revision)
+            && (req.min_create_revision == 0 || kv.create_revision >= req.min_create_revision)
+    });
+    let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
+    let mut order = SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None);
+    if target != SortTarget::Key && order == SortOrder::None {
+        order = SortOrder::Ascend;
+    }
+    if order != SortOrder::None {
+        // Stable, so ties stay in key order.
+        kvs.sort_by(|a, b| {
+            let o = match target {
+                SortTarget::Key => a.key.cmp(&b.key),
+                SortTarget::Version => a.version.cmp(&b.version),
+                SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+                SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+                SortTarget::Value => a.value.cmp(&b.value),
+            };
+            if order == SortOrder::Descend {
+                o.reverse()
+            } else {
+                o
+            }
+        });
+    }
+    let mut more = false;
+    if req.limit > 0 && kvs.len() > req.limit as usize {
+        kvs.truncate(req.limit as usize);
+        more = true;
+    }
+    if req.keys_only {
+        for kv in &mut kvs {
+            kv.value.clear();
+        }
+    }
+    Ok(RangeResponse {
+        header: Some(header(plan.current)),
+        kvs,
+        more,
+        count: plan.count as i64,
+    })
+}
+
+fn header(revision: i64) -> ResponseHeader {
+    ResponseHeader { revision, ..Default::default() }
+}
+
+/// Applies one request. Holds the state write lock through its borrow.
+struct Writer<'a> {
+    st: &'a mut State,
+    tree: &'a sled::Tree,
+    batch: &'a mut sled::Batch,
+    /// Values written earlier in this apply call, not yet in sled.
+    overlay: &'a mut HashMap<Revision, KeyValue>,
+    /// Changes so far in this request.
+    sub: i64,
+}
+
+impl Writer<'_> {
+    /// The main revision this request writes at.
+    fn main(&self) -> i64 {
+        self.st.current + 1
+    }
+
+    /// The revision a read inside this request sees: its own writes count.
+    fn read_rev(&self) -> i64 {
+        if self.sub > 0 {
+            self.main()
+        } else {
+            self.st.current
+        }
+    }
+
+    fn value(&self, rev: Revision) -> Result<KeyValue> {
+        match self.overlay.get(&rev) {
+            Some(kv) => Ok(kv.clone()),
+            None => fetch(self.tree, rev),
+        }
+    }
+
+    fn live_value(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        match self.st.index.get(key).and_then(|ki| ki.live()) {
+            Some(l) => self.value(l.modified).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn request(&mut self, req: Request) -> Result<(Response, Option<Job>)> {
+        let resp = match req {
+            Request::Put(p) => match self.check_put(&p)? {
+                Err(e) => Response::Rejected(e),
+                Ok(()) => Response::Put(self.put(&p)?),
+            },
+            Request::DeleteRange(d) => Response::DeleteRange(self.delete(&d)?),
+            Request::Txn(t) => match self.txn(&t)? {
+                Err(e) => Response::Rejected(e),
+                Ok(r) => Response::Txn(r),
+            },
+            Request::Compaction(c) => return Ok(self.compact(&c)),
+        };
+        if self.sub > 0 {
+            self.st.current += 1;
+        }
+        Ok((resp, None))
+    }
+
+    fn check_put(&self, p: &PutRequest) -> Result<Result<(), ApplyError>> {
+        // No lease exists until the lease service lands, so any lease is
+        // unknown. ignore_lease takes the key's lease and needs no check.
+        if p.lease != 0 {
+            return Ok(Err(ApplyError::LeaseNotFound));
+        }
+        if (p.ignore_value || p.ignore_lease) && self.live_value(&p.key)?.is_none() {
+            return Ok(Err(ApplyError::KeyNotFound));
+        }
+        Ok(Ok(()))
+    }
+
+    fn check_range(&self, r: &RangeRequest) -> Result<(), ApplyError> {
+        if r.revision > self.st.current {
+            Err(ApplyError::FutureRevision)
+        } else if r.revision > 0 && r.revision < self.st.compact {
+            Err(ApplyError::Compacted)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn next_rev(&mut self) -> Revision {
+        let rev = Revision::new(self.main(), self.sub);
+        self.sub += 1;
+        rev
+    }
+
+    fn put(&mut self, p: &PutRequest) -> Result<PutResponse> {
+        let prev = if p.prev_kv || p.ignore_value || p.ignore_lease { self.live_value(&p.key)? } else { None };
+        let value = match (&prev, p.ignore_value) {
+            (Some(prev), true) => prev.value.clone(),
+            _ => p.value.clone(),
+        };
+        let lease = match (&prev, p.ignore_lease) {
+            (Some(prev), true) => prev.lease,
+            _ => p.lease,
+        };
+        let rev = self.next_rev();
+        let (created, version) = self.st.index.entry(&p.key).put(rev);
+        let kv = KeyValue { key: p.key.clone(), create_revision: created, mod_revision: rev.main, version, value, lease };
+        self.batch.insert(rev.to_key(false), kv.encode_to_vec());
+        self.overlay.insert(rev, kv);
+        Ok(PutResponse { header: Some(header(rev.main)), prev_kv: if p.prev_kv { prev } else { None } })
+    }
+
+    fn delete(&mut self, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        let range = KeyRange::new(&d.key, &d.range_end);
+        let live: Vec<(Vec<u8>, Revision)> =
+            self.st.index.live_in(&range).map(|(k, l)| (k.to_vec(), l.modified)).collect();
+        let mut prev_kvs = Vec::new();
+        if d.prev_kv {
+            for (_, rev) in &live {
+                prev_kvs.push(self.value(*rev)?);
+            }
+        }
+        for (key, _) in &live {
+            let rev = self.next_rev();
+            self.st.index.entry(key).tombstone(rev);
+            let kv = KeyValue { key: key.clone(), mod_revision: rev.main, ..Default::default() };
+            self.batch.insert(rev.to_key(true), kv.encode_to_vec());
+        }
+        Ok(DeleteRangeResponse {
+            header: Some(header(self.read_rev())),
+            deleted: live.len() as i64,
+            prev_kvs,
+        })
+    }
+
+    fn range(&self, r: &RangeRequest) -> Result<RangeResponse> {
+        let plan = plan_range(&self.st.index, r, self.read_rev(), self.st.compact)?;
+        finish_range(r, plan, |rev| self.value(rev))
+    }
+
+    fn txn(&mut self, t: &TxnRequest) -> Result<Result<TxnResponse, ApplyError>> {
+        // As etcd: every compare on the taken path is decided against the
+        // state before the txn, then the chosen ops are checked, then run.
+        let mut path = Vec::new();
+        self.compare_path(t, &mut path)?;
+        let mut i = 0;
+        if let Err(e) = self.check_path(t, &path, &mut i)? {
+            return Ok(Err(e));
+        }
+        let mut i = 0;
+        let mut resp = self.run_txn(t, &path, &mut i)?;
+        resp.header = Some(header(self.read_rev()));
+        Ok(Ok(resp))
+    }
+
+    fn compare_path(&self, t: &TxnRequest, path: &mut Vec<bool>) -> Result<()> {
+        let mut ok = true;
+        for c in &t.compare {
+            if !self.compare(c)? {
+                ok = false;
+                break;
+            }
+        }
+        path.push(ok);
+        for op in if ok { &t.success } else { &t.failure } {
+            if let Some(request_op::Request::RequestTxn(nested)) = &op.request {
+                self.compare_path(nested, path)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn branch<'t>(t: &'t TxnRequest, path: &[bool], i: &mut usize) -> &'t [RequestOp] {
+        let ok = path[*i];
+        *i += 1;
+        if ok {
+            &t.success
+        } else {
+            &t.failure
+        }
+    }
+
+    fn check_path(&self, t: &TxnRequest, path: &[bool], i: &mut usize) -> Result<Result<(), ApplyError>> {
+        for op in Self::branch(t, path, i) {
+            let r = match &op.request {
+                Some(request_op::Request::RequestPut(p)) => self.check_put(p)?,
+                Some(request_op::Request::RequestRange(r)) => self.check_range(r),
+                Some(request_op::Request::RequestTxn(nested)) => self.check_path(nested, path, i)?,
+                _ => Ok(()),
+            };
+            if r.is_err() {
+                return Ok(r);
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    fn run_txn(&mut self, t: &TxnRequest, path: &[bool], i: &mut usize) -> Result<TxnResponse> {
+        let succeeded = path[*i];
+        let ops = Self::branch(t, path, i);
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            let response = match &op.request {
+                Some(request_op::Request::RequestRange(r)) => {
+                    Some(response_op::Response::ResponseRange(self.range(r)?))
+                }
+                Some(request_op::Request::RequestPut(p)) => Some(response_op::Response::ResponsePut(self.put(p)?)),
+                Some(request_op::Request::RequestDeleteRange(d)) => {
+                    Some(response_op::Response::ResponseDeleteRange(self.delete(d)?))
+                }
+                Some(request_op::Request::RequestTxn(nested)) => {
+                    let mut r = self.run_txn(nested, path, i)?;
+                    r.header = Some(ResponseHeader::default());
+                    Some(response_op::Response::ResponseTxn(r))
+                }
+                None => None,
+            };
+            responses.push(ResponseOp { response });
+        }
+        Ok(TxnResponse { header: None, succeeded, responses })
+    }
+
+    fn compare(&self, c: &Compare) -> Result<bool> {
+        let range = KeyRange::new(&c.key, &c.range_end);
+        let at = self.read_rev();
+        let revs: Vec<Revision> = self.st.index.range_at(&range, at).map(|(_, r)| r).collect();
+        let target = CompareTarget::try_from(c.target).ok();
+        if revs.is_empty() {
+            if target == Some(CompareTarget::Value) {
+                return Ok(false);
+            }
+            return Ok(compare_kv(c, target, &KeyValue::default()));
+        }
+        for rev in revs {
+            if !compare_kv(c, target, &self.value(rev)?) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn compact(&mut self, c: &CompactionRequest) -> (Response, Option<Job>) {
+        if c.revision <= self.st.compact {
+            return (Response::Rejected(ApplyError::Compacted), None);
+        }
+        if c.revision > self.st.current {
+            return (Response::Rejected(ApplyError::FutureRevision), None);
+        }
+        self.st.compact = c.revision;
+        let keep = self.st.index.compact(c.revision);
+        let resp = CompactionResponse { header: Some(header(self.st.current)) };
+        (Response::Compaction(resp), Some(Job { rev: c.revision, keep }))
+    }
+}
+
+fn compare_kv(c: &Compare, target: Option<CompareTarget>, kv: &KeyValue) -> bool {
+    use std::cmp::Ordering;
+    let ord = match (target, &c.target_union) {
+        (Some(CompareTarget::Version), t) => {
+            kv.version.cmp(&match t { Some(TargetUnion::Version(v)) => *v, _ => 0 })
+        }
+        (Some(CompareTarget::Create), t) => {
+            kv.create_revision.cmp(&match t { Some(TargetUnion::CreateRevision(v)) => *v, _ => 0 })
+        }
+        (Some(CompareTarget::Mod), t) => {
+            kv.mod_revision.cmp(&match t { Some(TargetUnion::ModRevision(v)) => *v, _ => 0 })
+        }
+        (Some(CompareTarget::Lease), t) => kv.lease.cmp(&match t { Some(TargetUnion::Lease(v)) => *v, _ => 0 }),
+        (Some(CompareTarget::Value), t) => {
+            let want: &[u8] = match t {
+                Some(TargetUnion::Value(v)) => v,
+                _ => &[],
+            };
+            kv.value.as_slice().cmp(want)
+        }
+        (None, _) => return false,
+    };
+    match CompareResult::try_from(c.result) {
+        Ok(CompareResult::Equal) => ord == Ordering::Equal,
+        Ok(CompareResult::NotEqual) => ord != Ordering::Equal,
+        Ok(CompareResult::Greater) => ord == Ordering::Greater,
+        Ok(CompareResult::Less) => ord == Ordering::Less,
+        Err(_) => false,
+    }
+}
+
+/// The physical-compaction thread: runs jobs in order, one small batch at
+/// a time, and ends when the store is dropped.
+fn compactor(shared: std::sync::Weak<Shared>, jobs: mpsc::Receiver<Job>) {
+    while let Ok(job) = jobs.recv() {
+        let Some(s) = shared.upgrade() else { return };
+        if let Err(e) = compact_physical(&s, &job) {
+            // The next open resumes it: compact_done was not advanced.
+            tracing::error!(error = %e, rev = job.rev, "physical compaction failed");
+            continue;
+        }
+        drop(s);
+    }
+}
+
+fn compact_physical(s: &Shared, job: &Job) -> Result<()> {
+    let end = Revision::lower_bound(job.rev + 1);
+    let mut from = vec![revision::PREFIX];
+    loop {
+        #[cfg(test)]
+        {
+            let mut budget = s.batch_budget.lock();
+            if let Some(b) = budget.as_mut() {
+                if *b == 0 {
+                    return Ok(());
+                }
+                *b -= 1;
+            }
+        }
+        let gate = s.gate.write();
+        let mut batch = sled::Batch::default();
+        let mut last = None;
+        for item in s.tree.range(from.clone()..end.clone()).take(COMPACTION_BATCH) {
+            let (k, _) = item?;
+            if let Some((rev, _)) = Revision::from_key(&k) {
+                if !job.keep.contains(&rev) {
+                    batch.remove(k.clone());
+                }
+            }
+            last = Some(k);
+        }
+        let Some(last) = last else { break };
+        s.tree.apply_batch(batch)?;
+        drop(gate);
+        from = last.to_vec();
+        from.push(0);
+        std::thread::sleep(COMPACTION_PAUSE);
+    }
+    s.tree.insert(META_COMPACT_DONE, &job.rev.to_be_bytes())?;
+    s.compacted.send_replace(job.rev);
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! Raft snapshots of the MVCC store: build, encode, verify, install.
+//!
+//! # Format
+//! ```text
+//! b"CAIRNSNP" | version u32 BE | header_len u32 BE | postcard(Header)
+//! then Header.entries times: key_len u32 BE | key | value_len u32 BE | value
+//! then crc32 (u32 BE) of every byte before it
+//! ```
+//! The entries are the `mvcc` tree's revision records, oldest first.
+//!
+//! # Building while writes continue
+//! Changes at or below the current revision never change, except by
+//! physical compaction. The builder notes the applied log id and the
+//! current revision R under the state lock, then holds the compaction gate
+//! (shared) while it copies every record up to R. Writes go on above R.
+//!
+//! # Installing
+//! The received bytes are verified, written as the current snapshot file,
+//! and only then loaded: a marker in the `raft` tree says an install is
+//! under way, and [`crate::open`] finishes an interrupted one from the file.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use openraft::{BasicNode, SnapshotMeta};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::mvcc::{encode_postcard, Store, META_APPLIED, META_COMPACT, META_COMPACT_DONE, META_MEMBERSHIP, META_REV};
+use crate::revision::{self, Revision};
+use crate::typ::NodeId;
+
+const MAGIC: &[u8; 8] = b"CAIRNSNP";
+const VERSION: u32 = 1;
+/// The `raft` tree key that marks an install in progress.
+pub(crate) const INSTALLING: &[u8] = b"installing";
+const LOAD_BATCH: usize = 4096;
+
+/// What a snapshot says about itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Header {
+    pub meta: SnapshotMeta<NodeId, BasicNode>,
+    pub revision: i64,
+    pub compact: i64,
+    pub compact_done: i64,
+    pub entries: u64,
+}
+
+/// Where the current snapshot lives in a data dir.
+pub(crate) fn current_path(dir: &Path) -> PathBuf {
+    dir.join("snap").join("current")
+}
+
+/// Builds a snapshot of `store` as it is now.
+pub(crate) fn build(store: &Store) -> Result<(Header, Vec<u8>)> {
+    let s = &store.shared;
+    let st = s.state.read();
+    let (applied, membership, revision, compact) = (st.applied, st.membership.clone(), st.current, st.compact);
+    let gate = s.gate.read_recursive();
+    drop(st);
+    let compact_done = s
+        .tree
+        .get(META_COMPACT_DONE)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(0, i64::from_be_bytes);
+    let mut body = Vec::new();
+    let mut entries = 0u64;
+    let end = Revision::lower_bound(revision + 1);
+    for item in s.tree.range(vec![revision::PREFIX]..end) {
+        let (k, v) = item?;
+        put_chunk(&mut body, &k);
+        put_chunk(&mut body, &v);
+        entries += 1;
+    }
+    drop(gate);
+    let snapshot_id = match applied {
+        Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, revision),
+        None => format!("0-0-{revision}"),
+    };
+    let header = Header {
+        meta: SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id },
+        revision,
+        compact,
+        compact_done,
+        entries,
+    };
+    let bytes = encode(&header, &body);
+    Ok((header, bytes))
+}
+
+fn put_chunk(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+fn encode(header: &Header, body: &[u8]) -> Vec<u8> {
+    let h = encode_postcard(header);
+    let mut out = Vec::with_capacity(16 + h.len() + body.len() + 4);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_be_bytes());
+    out.extend_from_slice(&(h.len() as u32).to_be_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(body);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// A verified snapshot: its header and its records.
+pub(crate) struct Decoded<'a> {
+    pub header: Header,
+    body: &'a [u8],
+}
+
+impl<'a> Decoded<'a> {
+    /// Checks magic, version, checksum and structure.
+    pub fn new(bytes: &'a [u8]) -> Result<Decoded<'a>> {
+        let bad = |what: &str| Error::Corruption(format!("snapshot: {what}"));
+        if bytes.len() < 20 || &bytes[..8] != MAGIC {
+            return Err(bad("not a Cairn snapshot"));
+        }
+        let (data, crc) = bytes.split_at(bytes.len() - 4);
+        let crc = u32::from_be_bytes(crc.try_into().map_err(|_| bad("short"))?);
+        if crc32fast::hash(data) != crc {
+            return Err(bad("checksum mismatch"));
+        }
+        let version = u32::from_be_bytes(data[8..12].try_into().map_err(|_| bad("short"))?);
+        if version != VERSION {
+            return Err(bad(&format!("unknown format version {version}")));
+        }
+        let hlen = u32::from_be_bytes(data[12..16].try_into().map_err(|_| bad("short"))?) as usize;
+        let h = data.get(16..16 + hlen).ok_or_else(|| bad("header cut short"))?;
+        let header: Header = postcard::from_bytes(h).map_err(|e| bad(&format!("header: {e}")))?;
+        let d = Decoded { header, body: &data[16 + hlen..] };
+        let mut n = 0u64;
+        for r in d.records() {
+            let (k, _) = r?;
+            Revision::from_key(k).ok_or_else(|| bad("record is not a revision"))?;
+            n += 1;
+        }
+        if n != d.header.entries {
+            return Err(bad(&format!("{} records, header says {}", n, d.header.entries)));
+        }
+        Ok(d)
+    }
+
+    /// The (sled key, value) records.
+    pub fn records(&self) -> impl Iterator<Item = Result<(&'a [u8], &'a [u8])>> + 'a {
+        let mut rest = self.body;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let mut take = || -> Result<&'a [u8]> {
+                let bad = || Error::Corruption("snapshot: record cut short".into());
+                let len = u32::from_be_bytes(rest.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
+                let b = rest.get(4..4 + len).ok_or_else(bad)?;
+                rest = &rest[4 + len..];
+                Ok(b)
+            };
+            let r = take().and_then(|k| Ok((k, take()?)));
+            if r.is_err() {
+                rest = &[];
+            }
+            Some(r)
+        })
+    }
+}
+
+/// Writes `bytes` as the current snapshot: to a temporary file, synced,
+/// then renamed over the old one.
+pub(crate) fn save(dir: &Path, bytes: &[u8]) -> Result<()> {
+    let path = current_path(dir);
+    let snap_dir = path.parent().expect("invariant: current_path has a parent");
+    fs::create_dir_all(snap_dir)?;
+    let tmp = snap_dir.join("current.tmp");
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    // Durability: the snapshot is on disk before it replaces the old one.
+    f.sync_all()?;
+    fs::rename(&tmp, &path)?;
+    fs::File::open(snap_dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Reads the current snapshot file, if there is one.
+pub(crate) fn load(dir: &Path) -> Result<Option<Vec<u8>>> {
+    match fs::read(current_path(dir)) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Replaces the store's content with the snapshot's. The caller has saved
+/// the snapshot file and set the [`INSTALLING`] marker.
+pub(crate) fn load_into(store: &Store, snap: &Decoded<'_>) -> Result<()> {
+    let s = &store.shared;
+    // Readers wait for the whole install; they must not see a half state.
+    let mut st = s.state.write();
+    let gate = s.gate.write();
+    s.tree.clear()?;
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for r in snap.records() {
+        let (k, v) = r?;
+        batch.insert(k, v);
+        n += 1;
+        if n % LOAD_BATCH == 0 {
+            s.tree.apply_batch(std::mem::take(&mut batch))?;
+        }
+    }
+    let h = &snap.header;
+    batch.insert(META_APPLIED, encode_postcard(&h.meta.last_log_id));
+    batch.insert(META_MEMBERSHIP, encode_postcard(&h.meta.last_membership));
+    batch.insert(META_REV, &h.revision.to_be_bytes());
+    batch.insert(META_COMPACT, &h.compact.to_be_bytes());
+    batch.insert(META_COMPACT_DONE, &h.compact_done.to_be_bytes());
+    s.tree.apply_batch(batch)?;
+    drop(gate);
+    store.reload(&mut st)
+}
