@@ -66,7 +66,10 @@ impl KeyIndex {
         Some(Live {
             created: g.created,
             version: g.version,
-            modified: *g.revs.last().expect("invariant: a generation is never empty"),
+            modified: *g
+                .revs
+                .last()
+                .expect("invariant: a generation is never empty"),
         })
     }
 
@@ -79,7 +82,12 @@ impl KeyIndex {
                 (g.created, g.version)
             }
             _ => {
-                self.gens.push(Generation { created: rev.main, version: 1, revs: vec![rev], closed: false });
+                self.gens.push(Generation {
+                    created: rev.main,
+                    version: 1,
+                    revs: vec![rev],
+                    closed: false,
+                });
                 (rev.main, 1)
             }
         }
@@ -93,7 +101,12 @@ impl KeyIndex {
                 g.version = version;
                 g.revs.push(rev);
             }
-            _ => self.gens.push(Generation { created, version, revs: vec![rev], closed: false }),
+            _ => self.gens.push(Generation {
+                created,
+                version,
+                revs: vec![rev],
+                closed: false,
+            }),
         }
     }
 
@@ -113,7 +126,10 @@ impl KeyIndex {
     /// when it did not exist then.
     pub fn at(&self, at: i64) -> Option<Revision> {
         let g = self.gens.iter().rev().find(|g| g.revs[0].main <= at)?;
-        let last = *g.revs.last().expect("invariant: a generation is never empty");
+        let last = *g
+            .revs
+            .last()
+            .expect("invariant: a generation is never empty");
         if g.closed && last.main <= at {
             return None;
         }
@@ -126,7 +142,10 @@ impl KeyIndex {
     /// (if any) to `keep`. Returns true when nothing is left of the key.
     pub fn compact(&mut self, at: i64, keep: &mut HashSet<Revision>) -> bool {
         self.gens.retain(|g| {
-            let last = g.revs.last().expect("invariant: a generation is never empty");
+            let last = g
+                .revs
+                .last()
+                .expect("invariant: a generation is never empty");
             !(g.closed && last.main <= at)
         });
         if let Some(g) = self.gens.first_mut() {
@@ -139,6 +158,9 @@ impl KeyIndex {
         self.gens.is_empty()
     }
 }
+
+/// Start and end bounds over keys.
+type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
 /// A key range in etcd's conventions, decided once from (key, range_end).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,16 +183,7 @@ impl KeyRange {
         }
     }
 
-    /// Whether `k` is in the range.
-    pub fn contains(&self, k: &[u8]) -> bool {
-        match self {
-            KeyRange::Single(key) => key.as_slice() == k,
-            KeyRange::From(key) => k >= key.as_slice(),
-            KeyRange::Between(a, b) => k >= a.as_slice() && k < b.as_slice(),
-        }
-    }
-
-    fn bounds(&self) -> Option<(Bound<&[u8]>, Bound<&[u8]>)> {
+    fn bounds(&self) -> Option<KeyBounds<'_>> {
         match self {
             KeyRange::Single(k) => Some((Bound::Included(k), Bound::Included(k))),
             KeyRange::From(k) => Some((Bound::Included(k), Bound::Unbounded)),
@@ -215,7 +228,10 @@ impl Index {
     }
 
     /// Keys in `range` that are live now, in key order.
-    pub fn live_in<'a>(&'a self, range: &'a KeyRange) -> impl Iterator<Item = (&'a [u8], Live)> + 'a {
+    pub fn live_in<'a>(
+        &'a self,
+        range: &'a KeyRange,
+    ) -> impl Iterator<Item = (&'a [u8], Live)> + 'a {
         range
             .bounds()
             .into_iter()
@@ -224,7 +240,14 @@ impl Index {
     }
 
     /// Rebuild step: a revision read back from disk.
-    pub fn restore(&mut self, key: &[u8], rev: Revision, tombstone: bool, created: i64, version: i64) {
+    pub fn restore(
+        &mut self,
+        key: &[u8],
+        rev: Revision,
+        tombstone: bool,
+        created: i64,
+        version: i64,
+    ) {
         if tombstone {
             // A tombstone whose generation was compacted away before a crash
             // has nothing to close; it goes with the next compaction.
@@ -247,11 +270,6 @@ impl Index {
     /// Number of keys with any history kept.
     pub fn len(&self) -> usize {
         self.keys.len()
-    }
-
-    /// Whether no key has history.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
     }
 }
 
@@ -276,11 +294,27 @@ mod tests {
     #[test]
     fn at_follows_generations() {
         let ki = example();
-        let table = [(1, None), (2, Some(2)), (3, Some(2)), (5, Some(4)), (6, None), (7, None), (8, Some(8)), (99, Some(8))];
+        let table = [
+            (1, None),
+            (2, Some(2)),
+            (3, Some(2)),
+            (5, Some(4)),
+            (6, None),
+            (7, None),
+            (8, Some(8)),
+            (99, Some(8)),
+        ];
         for (at, want) in table {
             assert_eq!(ki.at(at).map(|r| r.main), want, "at {at}");
         }
-        assert_eq!(ki.live(), Some(Live { created: 8, version: 1, modified: r(8) }));
+        assert_eq!(
+            ki.live(),
+            Some(Live {
+                created: 8,
+                version: 1,
+                modified: r(8)
+            })
+        );
     }
 
     #[test]
@@ -299,12 +333,20 @@ mod tests {
             let mut keep: Vec<i64> = keep.into_iter().map(|r| r.main).collect();
             keep.sort();
             assert_eq!(keep, want_keep, "keep at {at}");
-            let revs: Vec<i64> = ki.gens.iter().flat_map(|g| g.revs.iter().map(|r| r.main)).collect();
+            let revs: Vec<i64> = ki
+                .gens
+                .iter()
+                .flat_map(|g| g.revs.iter().map(|r| r.main))
+                .collect();
             assert_eq!(revs, want_revs, "revs at {at}");
             // Every read at or after the compaction sees what it saw before.
             let before = example();
             for read in at..12 {
-                assert_eq!(ki.at(read), before.at(read), "read {read} after compact {at}");
+                assert_eq!(
+                    ki.at(read),
+                    before.at(read),
+                    "read {read} after compact {at}"
+                );
             }
         }
     }
@@ -329,8 +371,14 @@ mod tests {
             idx.range_at(&range, 10).map(|(k, _)| k.to_vec()).collect()
         };
         assert_eq!(keys(KeyRange::new(b"a", b"")), vec![b"a".to_vec()]);
-        assert_eq!(keys(KeyRange::new(b"a", b"b")), vec![b"a".to_vec(), b"ab".to_vec()]);
-        assert_eq!(keys(KeyRange::new(b"b", b"\0")), vec![b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(
+            keys(KeyRange::new(b"a", b"b")),
+            vec![b"a".to_vec(), b"ab".to_vec()]
+        );
+        assert_eq!(
+            keys(KeyRange::new(b"b", b"\0")),
+            vec![b"b".to_vec(), b"c".to_vec()]
+        );
         assert_eq!(keys(KeyRange::new(b"\0", b"\0")).len(), 4);
         assert!(keys(KeyRange::new(b"c", b"a")).is_empty());
         // At revision 3 only the first two puts had happened.

@@ -19,7 +19,9 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, RaftLogId, StorageError, StorageIOError, Vote};
+use openraft::{
+    Entry, ErrorSubject, ErrorVerb, LogId, RaftLogId, StorageError, StorageIOError, Vote,
+};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
@@ -51,11 +53,18 @@ impl Flusher {
                     // one flush makes them all durable before any callback.
                     let res = db.flush().map(|_| ());
                     for cb in group {
-                        cb.log_io_completed(res.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
+                        cb.log_io_completed(
+                            res.as_ref()
+                                .map(|_| ())
+                                .map_err(|e| std::io::Error::other(e.to_string())),
+                        );
                     }
                 }
             })?;
-        Ok(Flusher { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) })
+        Ok(Flusher {
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        })
     }
 }
 
@@ -80,11 +89,17 @@ pub struct LogStore {
 
 impl Debug for LogStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogStore").field("entries", &self.log.len()).finish()
+        f.debug_struct("LogStore")
+            .field("entries", &self.log.len())
+            .finish()
     }
 }
 
-fn io_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+fn io_err(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError<NodeId> {
     StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
 }
 
@@ -133,7 +148,10 @@ impl LogStore {
             Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes()),
             Bound::Unbounded => Bound::Unbounded,
         };
-        self.log.range::<[u8; 8], _>((start, end)).map(|item| decode(&item?.1)).collect()
+        self.log
+            .range::<[u8; 8], _>((start, end))
+            .map(|item| decode(&item?.1))
+            .collect()
     }
 }
 
@@ -152,10 +170,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let last_purged_log_id = self.last_purged().map_err(read_err)?;
         let last = match self.log.last().map_err(read_err)? {
-            Some((_, v)) => Some(*decode::<Entry<TypeConfig>>(&v).map_err(read_err)?.get_log_id()),
+            Some((_, v)) => Some(
+                *decode::<Entry<TypeConfig>>(&v)
+                    .map_err(read_err)?
+                    .get_log_id(),
+            ),
             None => last_purged_log_id,
         };
-        Ok(LogState { last_purged_log_id, last_log_id: last })
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -171,21 +196,34 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        self.meta(KEY_VOTE).map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))
+        self.meta(KEY_VOTE)
+            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError<NodeId>> {
         // Not flushed: a lost committed id only means re-learning it from
         // the leader (or re-applying on a single node, from the log).
-        self.raft.insert(KEY_COMMITTED, encode(&committed)).map_err(write_err)?;
+        self.raft
+            .insert(KEY_COMMITTED, encode(&committed))
+            .map_err(write_err)?;
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        Ok(self.meta::<Option<LogId<NodeId>>>(KEY_COMMITTED).map_err(read_err)?.flatten())
+        Ok(self
+            .meta::<Option<LogId<NodeId>>>(KEY_COMMITTED)
+            .map_err(read_err)?
+            .flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
@@ -197,7 +235,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.log.apply_batch(batch).map_err(write_err)?;
         // Durability: the callback runs only after the flusher's fsync.
         match self.flusher.tx.lock().as_ref() {
-            Some(tx) => tx.send(callback).map_err(|_| write_err(std::io::Error::other("log flusher stopped"))),
+            Some(tx) => tx
+                .send(callback)
+                .map_err(|_| write_err(std::io::Error::other("log flusher stopped"))),
             None => Err(write_err(std::io::Error::other("log flusher stopped"))),
         }
     }
@@ -214,7 +254,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Durability: the state machine (same database) is flushed first, so
         // no purged entry is ever the only record of an applied change.
         self.db.flush_async().await.map_err(write_err)?;
-        self.raft.insert(KEY_PURGED, encode(&log_id)).map_err(write_err)?;
+        self.raft
+            .insert(KEY_PURGED, encode(&log_id))
+            .map_err(write_err)?;
         let mut batch = sled::Batch::default();
         for item in self.log.range(..=log_id.index.to_be_bytes()) {
             batch.remove(item.map_err(write_err)?.0);

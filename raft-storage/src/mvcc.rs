@@ -36,7 +36,7 @@ use std::time::Duration;
 use cairn_proto::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
     range_request::{SortOrder, SortTarget},
-    request_op, response_op, Compare, CompactionRequest, CompactionResponse, DeleteRangeRequest,
+    request_op, response_op, CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest,
     DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
     ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
@@ -115,7 +115,10 @@ pub struct Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let st = self.shared.state.read();
-        f.debug_struct("Store").field("revision", &st.current).field("compact", &st.compact).finish()
+        f.debug_struct("Store")
+            .field("revision", &st.current)
+            .field("compact", &st.compact)
+            .finish()
     }
 }
 
@@ -123,16 +126,18 @@ fn read_i64(tree: &sled::Tree, key: &[u8]) -> Result<Option<i64>> {
     match tree.get(key)? {
         None => Ok(None),
         Some(v) => {
-            let b: [u8; 8] = v
-                .as_ref()
-                .try_into()
-                .map_err(|_| Error::Corruption(format!("{} is not 8 bytes", String::from_utf8_lossy(key))))?;
+            let b: [u8; 8] = v.as_ref().try_into().map_err(|_| {
+                Error::Corruption(format!("{} is not 8 bytes", String::from_utf8_lossy(key)))
+            })?;
             Ok(Some(i64::from_be_bytes(b)))
         }
     }
 }
 
-fn read_postcard<T: serde::de::DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>> {
+fn read_postcard<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    key: &[u8],
+) -> Result<Option<T>> {
     match tree.get(key)? {
         None => Ok(None),
         Some(v) => postcard::from_bytes(&v)
@@ -146,7 +151,8 @@ pub(crate) fn encode_postcard<T: serde::Serialize>(v: &T) -> Vec<u8> {
 }
 
 fn decode_kv(rev: Revision, bytes: &[u8]) -> Result<KeyValue> {
-    KeyValue::decode(bytes).map_err(|e| Error::Corruption(format!("revision {}.{}: {e}", rev.main, rev.sub)))
+    KeyValue::decode(bytes)
+        .map_err(|e| Error::Corruption(format!("revision {}.{}: {e}", rev.main, rev.sub)))
 }
 
 impl Store {
@@ -260,7 +266,13 @@ impl Store {
                     Response::Empty
                 }
                 EntryPayload::Normal(req) => {
-                    let mut w = Writer { st: &mut st, tree: &self.shared.tree, batch: &mut batch, overlay: &mut overlay, sub: 0 };
+                    let mut w = Writer {
+                        st: &mut st,
+                        tree: &self.shared.tree,
+                        batch: &mut batch,
+                        overlay: &mut overlay,
+                        sub: 0,
+                    };
                     let (resp, job) = w.request(req)?;
                     jobs.extend(job);
                     resp
@@ -293,7 +305,10 @@ impl Store {
     pub(crate) fn reload(&self, st: &mut State) -> Result<()> {
         let mut state = load_state(&self.shared.tree)?;
         let done = read_i64(&self.shared.tree, META_COMPACT_DONE)?.unwrap_or(0);
-        let job = (state.compact > done).then(|| Job { rev: state.compact, keep: state.index.compact(state.compact) });
+        let job = (state.compact > done).then(|| Job {
+            rev: state.compact,
+            keep: state.index.compact(state.compact),
+        });
         *st = state;
         self.shared.compacted.send_replace(done);
         if let Some(job) = job {
@@ -323,7 +338,8 @@ fn load_state(tree: &sled::Tree) -> Result<State> {
             )));
         }
         let kv = decode_kv(rev, &v)?;
-        st.index.restore(&kv.key, rev, tombstone, kv.create_revision, kv.version);
+        st.index
+            .restore(&kv.key, rev, tombstone, kv.create_revision, kv.version);
     }
     if st.compact > 0 {
         // Forget what a compaction had removed from the index before a
@@ -334,9 +350,12 @@ fn load_state(tree: &sled::Tree) -> Result<State> {
 }
 
 fn fetch(tree: &sled::Tree, rev: Revision) -> Result<KeyValue> {
-    let v = tree
-        .get(rev.to_key(false))?
-        .ok_or_else(|| Error::Corruption(format!("index names revision {}.{} but it is not on disk", rev.main, rev.sub)))?;
+    let v = tree.get(rev.to_key(false))?.ok_or_else(|| {
+        Error::Corruption(format!(
+            "index names revision {}.{} but it is not on disk",
+            rev.main, rev.sub
+        ))
+    })?;
     decode_kv(rev, &v)
 }
 
@@ -356,7 +375,11 @@ fn needs_all(req: &RangeRequest) -> bool {
 }
 
 fn plan_range(index: &Index, req: &RangeRequest, current: i64, compact: i64) -> Result<RangePlan> {
-    let at = if req.revision <= 0 { current } else { req.revision };
+    let at = if req.revision <= 0 {
+        current
+    } else {
+        req.revision
+    };
     if at > current {
         return Err(Error::FutureRevision);
     }
@@ -381,7 +404,11 @@ fn plan_range(index: &Index, req: &RangeRequest, current: i64, compact: i64) -> 
         }
         count += 1;
     }
-    Ok(RangePlan { revs, count, current })
+    Ok(RangePlan {
+        revs,
+        count,
+        current,
+    })
 }
 
 fn finish_range(
@@ -389,7 +416,11 @@ fn finish_range(
     plan: RangePlan,
     mut fetch: impl FnMut(Revision) -> Result<KeyValue>,
 ) -> Result<RangeResponse> {
-    let mut kvs = plan.revs.into_iter().map(&mut fetch).collect::<Result<Vec<_>>>()?;
+    let mut kvs = plan
+        .revs
+        .into_iter()
+        .map(&mut fetch)
+        .collect::<Result<Vec<_>>>()?;
     kvs.retain(|kv| {
         (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
             && (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
@@ -437,7 +468,10 @@ fn finish_range(
 }
 
 fn header(revision: i64) -> ResponseHeader {
-    ResponseHeader { revision, ..Default::default() }
+    ResponseHeader {
+        revision,
+        ..Default::default()
+    }
 }
 
 /// Applies one request. Holds the state write lock through its borrow.
@@ -528,7 +562,11 @@ impl Writer<'_> {
     }
 
     fn put(&mut self, p: &PutRequest) -> Result<PutResponse> {
-        let prev = if p.prev_kv || p.ignore_value || p.ignore_lease { self.live_value(&p.key)? } else { None };
+        let prev = if p.prev_kv || p.ignore_value || p.ignore_lease {
+            self.live_value(&p.key)?
+        } else {
+            None
+        };
         let value = match (&prev, p.ignore_value) {
             (Some(prev), true) => prev.value.clone(),
             _ => p.value.clone(),
@@ -539,16 +577,30 @@ impl Writer<'_> {
         };
         let rev = self.next_rev();
         let (created, version) = self.st.index.entry(&p.key).put(rev);
-        let kv = KeyValue { key: p.key.clone(), create_revision: created, mod_revision: rev.main, version, value, lease };
+        let kv = KeyValue {
+            key: p.key.clone(),
+            create_revision: created,
+            mod_revision: rev.main,
+            version,
+            value,
+            lease,
+        };
         self.batch.insert(rev.to_key(false), kv.encode_to_vec());
         self.overlay.insert(rev, kv);
-        Ok(PutResponse { header: Some(header(rev.main)), prev_kv: if p.prev_kv { prev } else { None } })
+        Ok(PutResponse {
+            header: Some(header(rev.main)),
+            prev_kv: if p.prev_kv { prev } else { None },
+        })
     }
 
     fn delete(&mut self, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
         let range = KeyRange::new(&d.key, &d.range_end);
-        let live: Vec<(Vec<u8>, Revision)> =
-            self.st.index.live_in(&range).map(|(k, l)| (k.to_vec(), l.modified)).collect();
+        let live: Vec<(Vec<u8>, Revision)> = self
+            .st
+            .index
+            .live_in(&range)
+            .map(|(k, l)| (k.to_vec(), l.modified))
+            .collect();
         let mut prev_kvs = Vec::new();
         if d.prev_kv {
             for (_, rev) in &live {
@@ -558,7 +610,11 @@ impl Writer<'_> {
         for (key, _) in &live {
             let rev = self.next_rev();
             self.st.index.entry(key).tombstone(rev);
-            let kv = KeyValue { key: key.clone(), mod_revision: rev.main, ..Default::default() };
+            let kv = KeyValue {
+                key: key.clone(),
+                mod_revision: rev.main,
+                ..Default::default()
+            };
             self.batch.insert(rev.to_key(true), kv.encode_to_vec());
         }
         Ok(DeleteRangeResponse {
@@ -615,12 +671,19 @@ impl Writer<'_> {
         }
     }
 
-    fn check_path(&self, t: &TxnRequest, path: &[bool], i: &mut usize) -> Result<Result<(), ApplyError>> {
+    fn check_path(
+        &self,
+        t: &TxnRequest,
+        path: &[bool],
+        i: &mut usize,
+    ) -> Result<Result<(), ApplyError>> {
         for op in Self::branch(t, path, i) {
             let r = match &op.request {
                 Some(request_op::Request::RequestPut(p)) => self.check_put(p)?,
                 Some(request_op::Request::RequestRange(r)) => self.check_range(r),
-                Some(request_op::Request::RequestTxn(nested)) => self.check_path(nested, path, i)?,
+                Some(request_op::Request::RequestTxn(nested)) => {
+                    self.check_path(nested, path, i)?
+                }
                 _ => Ok(()),
             };
             if r.is_err() {
@@ -639,7 +702,9 @@ impl Writer<'_> {
                 Some(request_op::Request::RequestRange(r)) => {
                     Some(response_op::Response::ResponseRange(self.range(r)?))
                 }
-                Some(request_op::Request::RequestPut(p)) => Some(response_op::Response::ResponsePut(self.put(p)?)),
+                Some(request_op::Request::RequestPut(p)) => {
+                    Some(response_op::Response::ResponsePut(self.put(p)?))
+                }
                 Some(request_op::Request::RequestDeleteRange(d)) => {
                     Some(response_op::Response::ResponseDeleteRange(self.delete(d)?))
                 }
@@ -652,7 +717,11 @@ impl Writer<'_> {
             };
             responses.push(ResponseOp { response });
         }
-        Ok(TxnResponse { header: None, succeeded, responses })
+        Ok(TxnResponse {
+            header: None,
+            succeeded,
+            responses,
+        })
     }
 
     fn compare(&self, c: &Compare) -> Result<bool> {
@@ -683,24 +752,38 @@ impl Writer<'_> {
         }
         self.st.compact = c.revision;
         let keep = self.st.index.compact(c.revision);
-        let resp = CompactionResponse { header: Some(header(self.st.current)) };
-        (Response::Compaction(resp), Some(Job { rev: c.revision, keep }))
+        let resp = CompactionResponse {
+            header: Some(header(self.st.current)),
+        };
+        (
+            Response::Compaction(resp),
+            Some(Job {
+                rev: c.revision,
+                keep,
+            }),
+        )
     }
 }
 
 fn compare_kv(c: &Compare, target: Option<CompareTarget>, kv: &KeyValue) -> bool {
     use std::cmp::Ordering;
     let ord = match (target, &c.target_union) {
-        (Some(CompareTarget::Version), t) => {
-            kv.version.cmp(&match t { Some(TargetUnion::Version(v)) => *v, _ => 0 })
-        }
-        (Some(CompareTarget::Create), t) => {
-            kv.create_revision.cmp(&match t { Some(TargetUnion::CreateRevision(v)) => *v, _ => 0 })
-        }
-        (Some(CompareTarget::Mod), t) => {
-            kv.mod_revision.cmp(&match t { Some(TargetUnion::ModRevision(v)) => *v, _ => 0 })
-        }
-        (Some(CompareTarget::Lease), t) => kv.lease.cmp(&match t { Some(TargetUnion::Lease(v)) => *v, _ => 0 }),
+        (Some(CompareTarget::Version), t) => kv.version.cmp(&match t {
+            Some(TargetUnion::Version(v)) => *v,
+            _ => 0,
+        }),
+        (Some(CompareTarget::Create), t) => kv.create_revision.cmp(&match t {
+            Some(TargetUnion::CreateRevision(v)) => *v,
+            _ => 0,
+        }),
+        (Some(CompareTarget::Mod), t) => kv.mod_revision.cmp(&match t {
+            Some(TargetUnion::ModRevision(v)) => *v,
+            _ => 0,
+        }),
+        (Some(CompareTarget::Lease), t) => kv.lease.cmp(&match t {
+            Some(TargetUnion::Lease(v)) => *v,
+            _ => 0,
+        }),
         (Some(CompareTarget::Value), t) => {
             let want: &[u8] = match t {
                 Some(TargetUnion::Value(v)) => v,
@@ -750,7 +833,11 @@ fn compact_physical(s: &Shared, job: &Job) -> Result<()> {
         let gate = s.gate.write();
         let mut batch = sled::Batch::default();
         let mut last = None;
-        for item in s.tree.range(from.clone()..end.clone()).take(COMPACTION_BATCH) {
+        for item in s
+            .tree
+            .range(from.clone()..end.clone())
+            .take(COMPACTION_BATCH)
+        {
             let (k, _) = item?;
             if let Some((rev, _)) = Revision::from_key(&k) {
                 if !job.keep.contains(&rev) {

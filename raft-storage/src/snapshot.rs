@@ -27,7 +27,10 @@ use openraft::{BasicNode, SnapshotMeta};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::mvcc::{encode_postcard, Store, META_APPLIED, META_COMPACT, META_COMPACT_DONE, META_MEMBERSHIP, META_REV};
+use crate::mvcc::{
+    encode_postcard, Store, META_APPLIED, META_COMPACT, META_COMPACT_DONE, META_MEMBERSHIP,
+    META_REV,
+};
 use crate::revision::{self, Revision};
 use crate::typ::NodeId;
 
@@ -56,7 +59,8 @@ pub(crate) fn current_path(dir: &Path) -> PathBuf {
 pub(crate) fn build(store: &Store) -> Result<(Header, Vec<u8>)> {
     let s = &store.shared;
     let st = s.state.read();
-    let (applied, membership, revision, compact) = (st.applied, st.membership.clone(), st.current, st.compact);
+    let (applied, membership, revision, compact) =
+        (st.applied, st.membership.clone(), st.current, st.compact);
     let gate = s.gate.read_recursive();
     drop(st);
     let compact_done = s
@@ -79,7 +83,11 @@ pub(crate) fn build(store: &Store) -> Result<(Header, Vec<u8>)> {
         None => format!("0-0-{revision}"),
     };
     let header = Header {
-        meta: SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id },
+        meta: SnapshotMeta {
+            last_log_id: applied,
+            last_membership: membership,
+            snapshot_id,
+        },
         revision,
         compact,
         compact_done,
@@ -130,9 +138,14 @@ impl<'a> Decoded<'a> {
             return Err(bad(&format!("unknown format version {version}")));
         }
         let hlen = u32::from_be_bytes(data[12..16].try_into().map_err(|_| bad("short"))?) as usize;
-        let h = data.get(16..16 + hlen).ok_or_else(|| bad("header cut short"))?;
+        let h = data
+            .get(16..16 + hlen)
+            .ok_or_else(|| bad("header cut short"))?;
         let header: Header = postcard::from_bytes(h).map_err(|e| bad(&format!("header: {e}")))?;
-        let d = Decoded { header, body: &data[16 + hlen..] };
+        let d = Decoded {
+            header,
+            body: &data[16 + hlen..],
+        };
         let mut n = 0u64;
         for r in d.records() {
             let (k, _) = r?;
@@ -140,7 +153,10 @@ impl<'a> Decoded<'a> {
             n += 1;
         }
         if n != d.header.entries {
-            return Err(bad(&format!("{} records, header says {}", n, d.header.entries)));
+            return Err(bad(&format!(
+                "{} records, header says {}",
+                n, d.header.entries
+            )));
         }
         Ok(d)
     }
@@ -154,7 +170,12 @@ impl<'a> Decoded<'a> {
             }
             let mut take = || -> Result<&'a [u8]> {
                 let bad = || Error::Corruption("snapshot: record cut short".into());
-                let len = u32::from_be_bytes(rest.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
+                let len = u32::from_be_bytes(
+                    rest.get(..4)
+                        .ok_or_else(bad)?
+                        .try_into()
+                        .map_err(|_| bad())?,
+                ) as usize;
                 let b = rest.get(4..4 + len).ok_or_else(bad)?;
                 rest = &rest[4 + len..];
                 Ok(b)

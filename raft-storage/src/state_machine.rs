@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    Entry, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
-    StoredMembership,
+    Entry, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership,
 };
 
 use crate::error::Error;
@@ -25,16 +25,28 @@ pub struct StateMachine {
 
 impl std::fmt::Debug for StateMachine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateMachine").field("store", &self.store).finish()
+        f.debug_struct("StateMachine")
+            .field("store", &self.store)
+            .finish()
     }
 }
 
 fn sm_err(verb: ErrorVerb, e: Error) -> StorageError<NodeId> {
-    StorageIOError::new(ErrorSubject::StateMachine, verb, openraft::AnyError::new(&e)).into()
+    StorageIOError::new(
+        ErrorSubject::StateMachine,
+        verb,
+        openraft::AnyError::new(&e),
+    )
+    .into()
 }
 
 fn snap_err(verb: ErrorVerb, e: Error) -> StorageError<NodeId> {
-    StorageIOError::new(ErrorSubject::Snapshot(None), verb, openraft::AnyError::new(&e)).into()
+    StorageIOError::new(
+        ErrorSubject::Snapshot(None),
+        verb,
+        openraft::AnyError::new(&e),
+    )
+    .into()
 }
 
 impl StateMachine {
@@ -67,9 +79,17 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             Ok((header, bytes))
         })
         .await
-        .map_err(|e| snap_err(ErrorVerb::Write, Error::Io(std::io::Error::other(e.to_string()))))?
+        .map_err(|e| {
+            snap_err(
+                ErrorVerb::Write,
+                Error::Io(std::io::Error::other(e.to_string())),
+            )
+        })?
         .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        Ok(Snapshot { meta: header.meta, snapshot: Box::new(Cursor::new(bytes)) })
+        Ok(Snapshot {
+            meta: header.meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
     }
 }
 
@@ -78,7 +98,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(
         &mut self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>), StorageError<NodeId>> {
+    ) -> Result<
+        (
+            Option<LogId<NodeId>>,
+            StoredMembership<NodeId, openraft::BasicNode>,
+        ),
+        StorageError<NodeId>,
+    > {
         Ok(self.store.applied_state())
     }
 
@@ -88,14 +114,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let entries: Vec<_> = entries.into_iter().collect();
-        self.store.apply(entries).map_err(|e| sm_err(ErrorVerb::Write, e))
+        self.store
+            .apply(entries)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -118,15 +148,29 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             sm.install_bytes(&bytes)
         })
         .await
-        .map_err(|e| snap_err(ErrorVerb::Write, Error::Io(std::io::Error::other(e.to_string()))))?
+        .map_err(|e| {
+            snap_err(
+                ErrorVerb::Write,
+                Error::Io(std::io::Error::other(e.to_string())),
+            )
+        })?
         .map_err(|e| snap_err(ErrorVerb::Write, e))
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let Some(bytes) = snapshot::load(&self.dir).map_err(|e| snap_err(ErrorVerb::Read, e))? else {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let Some(bytes) = snapshot::load(&self.dir).map_err(|e| snap_err(ErrorVerb::Read, e))?
+        else {
             return Ok(None);
         };
-        let meta = Decoded::new(&bytes).map_err(|e| snap_err(ErrorVerb::Read, e))?.header.meta;
-        Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) }))
+        let meta = Decoded::new(&bytes)
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?
+            .header
+            .meta;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
     }
 }

@@ -25,7 +25,10 @@ pub struct Options {
 impl Options {
     /// Options for `dir` with a 256 MiB cache.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Options { dir: dir.into(), cache_capacity: 256 << 20 }
+        Options {
+            dir: dir.into(),
+            cache_capacity: 256 << 20,
+        }
     }
 }
 
@@ -74,7 +77,10 @@ pub fn open(opts: &Options) -> Result<Opened> {
             )))
         }
         None if existed && db.tree_names().len() > 1 && !is_blank(&db)? => {
-            return Err(Error::Corruption(format!("{}: not a Cairn database", path.display())));
+            return Err(Error::Corruption(format!(
+                "{}: not a Cairn database",
+                path.display()
+            )));
         }
         None => {
             raft.insert(FORMAT_KEY, FORMAT)?;
@@ -83,15 +89,24 @@ pub fn open(opts: &Options) -> Result<Opened> {
     }
     let log_store = LogStore::open(&db)?;
     let store = Store::open(&db)?;
-    let state_machine = StateMachine { store: store.clone(), raft_tree: raft.clone(), dir: Arc::new(opts.dir.clone()) };
+    let state_machine = StateMachine {
+        store: store.clone(),
+        raft_tree: raft.clone(),
+        dir: Arc::new(opts.dir.clone()),
+    };
     if raft.get(INSTALLING)?.is_some() {
         // A crash cut a snapshot install short: finish it from the file,
         // which was saved before the install began.
-        let bytes = snapshot::load(&opts.dir)?
-            .ok_or_else(|| Error::Corruption("snapshot install interrupted and its file is gone".into()))?;
+        let bytes = snapshot::load(&opts.dir)?.ok_or_else(|| {
+            Error::Corruption("snapshot install interrupted and its file is gone".into())
+        })?;
         state_machine.install_bytes(&bytes)?;
     }
-    Ok(Opened { log_store, state_machine, store })
+    Ok(Opened {
+        log_store,
+        state_machine,
+        store,
+    })
 }
 
 /// Whether every tree of `db` is empty (a database created but never used).

@@ -77,7 +77,8 @@ const TAG_REJECTED: u8 = 6;
 fn tagged(tag: u8, m: &impl Message) -> Vec<u8> {
     let mut buf = Vec::with_capacity(1 + m.encoded_len());
     buf.push(tag);
-    m.encode(&mut buf).expect("invariant: a Vec grows as needed");
+    m.encode(&mut buf)
+        .expect("invariant: a Vec grows as needed");
     buf
 }
 
@@ -112,9 +113,10 @@ impl Serialize for Request {
 impl<'de> Deserialize<'de> for Request {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let bytes: serde_bytes_compat::Bytes = Deserialize::deserialize(d)?;
-        let (tag, body) = bytes.0.split_first().ok_or_else(|| {
-            serde::de::Error::custom("empty request")
-        })?;
+        let (tag, body) = bytes
+            .0
+            .split_first()
+            .ok_or_else(|| serde::de::Error::custom("empty request"))?;
         match *tag {
             TAG_PUT => decode(body).map(Request::Put),
             TAG_DELETE => decode(body).map(Request::DeleteRange),
@@ -146,9 +148,10 @@ impl Serialize for Response {
 impl<'de> Deserialize<'de> for Response {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let bytes: serde_bytes_compat::Bytes = Deserialize::deserialize(d)?;
-        let (tag, body) = bytes.0.split_first().ok_or_else(|| {
-            serde::de::Error::custom("empty response")
-        })?;
+        let (tag, body) = bytes
+            .0
+            .split_first()
+            .ok_or_else(|| serde::de::Error::custom("empty response"))?;
         match *tag {
             TAG_EMPTY => Ok(Response::Empty),
             TAG_PUT => decode(body).map(Response::Put),
@@ -158,7 +161,9 @@ impl<'de> Deserialize<'de> for Response {
             TAG_REJECTED => postcard::from_bytes(body)
                 .map(Response::Rejected)
                 .map_err(serde::de::Error::custom),
-            t => Err(serde::de::Error::custom(format!("unknown response tag {t}"))),
+            t => Err(serde::de::Error::custom(format!(
+                "unknown response tag {t}"
+            ))),
         }
     }
 }
