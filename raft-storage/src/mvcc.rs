@@ -29,6 +29,7 @@
 //! time) never deletes a revision a read is about to fetch.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -83,22 +84,29 @@ struct Job {
     keep: HashSet<Revision>,
 }
 
+/// What the compactor thread shares with the store. Kept apart from
+/// [`Shared`] so the thread never owns the store, whose drop joins it.
+pub(crate) struct Compaction {
+    /// Shared by reads that fetch values; exclusive for a compaction batch.
+    pub gate: RwLock<()>,
+    /// The revision physical compaction has finished at.
+    compacted: tokio::sync::watch::Sender<i64>,
+    /// Set when the store is dropped: stop between batches.
+    stop: AtomicBool,
+}
+
 pub(crate) struct Shared {
     pub db: sled::Db,
     pub tree: sled::Tree,
     pub state: RwLock<State>,
-    /// Shared by reads that fetch values; exclusive for a compaction batch.
-    pub gate: RwLock<()>,
-    compacted: tokio::sync::watch::Sender<i64>,
+    pub comp: Arc<Compaction>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     compactor: Mutex<Option<JoinHandle<()>>>,
-    /// Test hook: how many compaction batches may still run (None: all).
-    #[cfg(test)]
-    pub batch_budget: Mutex<Option<usize>>,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        self.comp.stop.store(true, Ordering::Relaxed);
         self.jobs.lock().take();
         if let Some(h) = self.compactor.lock().take() {
             let _ = h.join();
@@ -165,22 +173,22 @@ impl Store {
         let done = read_i64(&tree, META_COMPACT_DONE)?.unwrap_or(0);
         let (tx, _) = tokio::sync::watch::channel(done);
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
+        let comp = Arc::new(Compaction { gate: RwLock::new(()), compacted: tx, stop: AtomicBool::new(false) });
+        let handle = {
+            let (tree, comp) = (tree.clone(), comp.clone());
+            std::thread::Builder::new()
+                .name("cairn-compactor".into())
+                .spawn(move || compactor(&tree, &comp, jobs_rx))
+                .map_err(Error::Io)?
+        };
         let shared = Arc::new(Shared {
             db: db.clone(),
             tree,
             state: RwLock::new(state),
-            gate: RwLock::new(()),
-            compacted: tx,
+            comp,
             jobs: Mutex::new(Some(jobs_tx)),
             compactor: Mutex::new(None),
-            #[cfg(test)]
-            batch_budget: Mutex::new(None),
         });
-        let weak = Arc::downgrade(&shared);
-        let handle = std::thread::Builder::new()
-            .name("cairn-compactor".into())
-            .spawn(move || compactor(weak, jobs_rx))
-            .map_err(Error::Io)?;
         *shared.compactor.lock() = Some(handle);
         let store = Store { shared };
         if compact > done {
@@ -228,7 +236,7 @@ impl Store {
     /// # Cancel safety
     /// Cancel safe: dropping the future only stops waiting.
     pub async fn wait_compacted(&self, rev: i64) {
-        let mut rx = self.shared.compacted.subscribe();
+        let mut rx = self.shared.comp.compacted.subscribe();
         // The sender lives as long as the store, which we hold.
         let _ = rx.wait_for(|done| *done >= rev).await;
     }
@@ -243,7 +251,7 @@ impl Store {
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
         let st = self.shared.state.read();
         let plan = plan_range(&st.index, req, st.current, st.compact)?;
-        let _gate = self.shared.gate.read_recursive();
+        let _gate = self.shared.comp.gate.read_recursive();
         drop(st);
         let tree = &self.shared.tree;
         finish_range(req, plan, |rev| fetch(tree, rev))
@@ -310,7 +318,7 @@ impl Store {
             keep: state.index.compact(state.compact),
         });
         *st = state;
-        self.shared.compacted.send_replace(done);
+        self.shared.comp.compacted.send_replace(done);
         if let Some(job) = job {
             self.schedule(job);
         }
@@ -804,40 +812,29 @@ fn compare_kv(c: &Compare, target: Option<CompareTarget>, kv: &KeyValue) -> bool
 
 /// The physical-compaction thread: runs jobs in order, one small batch at
 /// a time, and ends when the store is dropped.
-fn compactor(shared: std::sync::Weak<Shared>, jobs: mpsc::Receiver<Job>) {
+fn compactor(tree: &sled::Tree, comp: &Compaction, jobs: mpsc::Receiver<Job>) {
     while let Ok(job) = jobs.recv() {
-        let Some(s) = shared.upgrade() else { return };
-        if let Err(e) = compact_physical(&s, &job) {
-            // The next open resumes it: compact_done was not advanced.
-            tracing::error!(error = %e, rev = job.rev, "physical compaction failed");
-            continue;
+        match compact_physical(tree, comp, &job) {
+            Ok(true) => {}
+            // Stopped: the next open resumes, compact_done was not advanced.
+            Ok(false) => return,
+            Err(e) => tracing::error!(error = %e, rev = job.rev, "physical compaction failed; the next open resumes it"),
         }
-        drop(s);
     }
 }
 
-fn compact_physical(s: &Shared, job: &Job) -> Result<()> {
+/// Deletes what `job` says, batch by batch. Returns false if stopped.
+fn compact_physical(tree: &sled::Tree, comp: &Compaction, job: &Job) -> Result<bool> {
     let end = Revision::lower_bound(job.rev + 1);
     let mut from = vec![revision::PREFIX];
     loop {
-        #[cfg(test)]
-        {
-            let mut budget = s.batch_budget.lock();
-            if let Some(b) = budget.as_mut() {
-                if *b == 0 {
-                    return Ok(());
-                }
-                *b -= 1;
-            }
+        if comp.stop.load(Ordering::Relaxed) {
+            return Ok(false);
         }
-        let gate = s.gate.write();
+        let gate = comp.gate.write();
         let mut batch = sled::Batch::default();
         let mut last = None;
-        for item in s
-            .tree
-            .range(from.clone()..end.clone())
-            .take(COMPACTION_BATCH)
-        {
+        for item in tree.range(from.clone()..end.clone()).take(COMPACTION_BATCH) {
             let (k, _) = item?;
             if let Some((rev, _)) = Revision::from_key(&k) {
                 if !job.keep.contains(&rev) {
@@ -847,13 +844,13 @@ fn compact_physical(s: &Shared, job: &Job) -> Result<()> {
             last = Some(k);
         }
         let Some(last) = last else { break };
-        s.tree.apply_batch(batch)?;
+        tree.apply_batch(batch)?;
         drop(gate);
         from = last.to_vec();
         from.push(0);
         std::thread::sleep(COMPACTION_PAUSE);
     }
-    s.tree.insert(META_COMPACT_DONE, &job.rev.to_be_bytes())?;
-    s.compacted.send_replace(job.rev);
-    Ok(())
+    tree.insert(META_COMPACT_DONE, &job.rev.to_be_bytes())?;
+    comp.compacted.send_replace(job.rev);
+    Ok(true)
 }

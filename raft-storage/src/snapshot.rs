@@ -61,7 +61,7 @@ pub(crate) fn build(store: &Store) -> Result<(Header, Vec<u8>)> {
     let st = s.state.read();
     let (applied, membership, revision, compact) =
         (st.applied, st.membership.clone(), st.current, st.compact);
-    let gate = s.gate.read_recursive();
+    let gate = s.comp.gate.read_recursive();
     drop(st);
     let compact_done = s
         .tree
@@ -220,7 +220,7 @@ pub(crate) fn load_into(store: &Store, snap: &Decoded<'_>) -> Result<()> {
     let s = &store.shared;
     // Readers wait for the whole install; they must not see a half state.
     let mut st = s.state.write();
-    let gate = s.gate.write();
+    let gate = s.comp.gate.write();
     s.tree.clear()?;
     let mut batch = sled::Batch::default();
     let mut n = 0;
