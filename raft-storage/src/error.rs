@@ -16,10 +16,10 @@ pub enum Error {
     FutureRevision,
     /// sled failed; the store cannot go on.
     #[error("sled: {0}")]
-    Sled(#[from] sled::Error),
+    Sled(sled::Error),
     /// A file of the data dir (a snapshot) could not be read or written.
     #[error("io: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// The data dir holds bytes this version cannot make sense of.
     #[error("corrupt data dir: {0}")]
     Corruption(String),
@@ -44,6 +44,20 @@ pub enum ApplyError {
     /// A put with ignore_value or ignore_lease on a key that does not exist.
     #[error("key not found")]
     KeyNotFound,
+}
+
+// Written out rather than `#[from]`, which would also make the cause the
+// error's source and print it twice in a `{:#}` chain.
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Sled(e)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e)
+    }
 }
 
 impl From<Error> for std::io::Error {

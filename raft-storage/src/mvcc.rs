@@ -173,7 +173,11 @@ impl Store {
         let done = read_i64(&tree, META_COMPACT_DONE)?.unwrap_or(0);
         let (tx, _) = tokio::sync::watch::channel(done);
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
-        let comp = Arc::new(Compaction { gate: RwLock::new(()), compacted: tx, stop: AtomicBool::new(false) });
+        let comp = Arc::new(Compaction {
+            gate: RwLock::new(()),
+            compacted: tx,
+            stop: AtomicBool::new(false),
+        });
         let handle = {
             let (tree, comp) = (tree.clone(), comp.clone());
             std::thread::Builder::new()
@@ -223,6 +227,12 @@ impl Store {
     /// Number of keys that have any history kept.
     pub fn key_count(&self) -> usize {
         self.shared.state.read().index.len()
+    }
+
+    /// How many change records (revisions) are on disk; O(records), for
+    /// tests and diagnostics.
+    pub fn stored_revisions(&self) -> usize {
+        self.shared.tree.scan_prefix([revision::PREFIX]).count()
     }
 
     /// The bytes the data dir's sled database takes on disk (0 if sled
@@ -818,7 +828,9 @@ fn compactor(tree: &sled::Tree, comp: &Compaction, jobs: mpsc::Receiver<Job>) {
             Ok(true) => {}
             // Stopped: the next open resumes, compact_done was not advanced.
             Ok(false) => return,
-            Err(e) => tracing::error!(error = %e, rev = job.rev, "physical compaction failed; the next open resumes it"),
+            Err(e) => {
+                tracing::error!(error = %e, rev = job.rev, "physical compaction failed; the next open resumes it")
+            }
         }
     }
 }

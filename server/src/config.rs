@@ -34,7 +34,12 @@ const MAX_ELECTION_TIMEOUT_MS: u64 = 50_000;
 /// [`Config::default_for_tests`] and field updates in tests and embedders.
 /// Field docs are the `--help` text.
 #[derive(Debug, Clone, PartialEq, Parser)]
-#[command(name = "cairn", version, about = "An etcd-v3-compatible, Raft-replicated key-value store.")]
+#[command(
+    name = "cairn",
+    version,
+    about = "An etcd-v3-compatible, Raft-replicated key-value store.",
+    long_about = None
+)]
 pub struct Config {
     /// Human-readable name for this member.
     #[arg(long, env = "ETCD_NAME", default_value = "default")]
@@ -90,7 +95,11 @@ pub struct Config {
     pub initial_cluster_state: ClusterState,
 
     /// Initial cluster token for the cluster during bootstrap.
-    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
     pub initial_cluster_token: String,
 
     /// Raise an alarm when the backend size exceeds the given quota (0 defaults to 2 GiB).
@@ -270,7 +279,11 @@ impl InitialCluster {
     /// The entries in a canonical order, so that two spellings of one
     /// cluster derive the same cluster id.
     pub(crate) fn canonical(&self) -> String {
-        let mut entries: Vec<String> = self.entries.iter().map(|(n, u)| format!("{n}={u}")).collect();
+        let mut entries: Vec<String> = self
+            .entries
+            .iter()
+            .map(|(n, u)| format!("{n}={u}"))
+            .collect();
         entries.sort_unstable();
         entries.join(",")
     }
@@ -343,7 +356,9 @@ pub enum ConfigError {
     },
     /// `--initial-cluster` gives this member other URLs than
     /// `--initial-advertise-peer-urls`.
-    #[error("--initial-cluster has {name}={in_cluster} but --initial-advertise-peer-urls={advertised}")]
+    #[error(
+        "--initial-cluster has {name}={in_cluster} but --initial-advertise-peer-urls={advertised}"
+    )]
     PeerUrlsMismatch {
         /// `--name`.
         name: String,
@@ -362,7 +377,10 @@ pub enum ConfigError {
 }
 
 fn join_urls<'a>(urls: impl IntoIterator<Item = &'a Url>) -> String {
-    urls.into_iter().map(Url::to_string).collect::<Vec<_>>().join(",")
+    urls.into_iter()
+        .map(Url::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl Config {
@@ -416,7 +434,10 @@ impl Config {
             ("listen-client-urls", &self.listen_client_urls),
             ("advertise-client-urls", &self.advertise_client_urls),
             ("listen-peer-urls", &self.listen_peer_urls),
-            ("initial-advertise-peer-urls", &self.initial_advertise_peer_urls),
+            (
+                "initial-advertise-peer-urls",
+                &self.initial_advertise_peer_urls,
+            ),
         ] {
             if urls.is_empty() {
                 return Err(ConfigError::NoUrls(flag));
@@ -436,9 +457,9 @@ impl Config {
     /// `--initial-cluster`, or the one etcd derives from `--name` and
     /// `--initial-advertise-peer-urls` when it is not given.
     pub fn initial_cluster(&self) -> InitialCluster {
-        self.initial_cluster
-            .clone()
-            .unwrap_or_else(|| InitialCluster::from_member(&self.name, &self.initial_advertise_peer_urls))
+        self.initial_cluster.clone().unwrap_or_else(|| {
+            InitialCluster::from_member(&self.name, &self.initial_advertise_peer_urls)
+        })
     }
 
     /// The backend quota in force: `--quota-backend-bytes`, 0 meaning 2 GiB.
@@ -466,12 +487,16 @@ impl Config {
     pub fn auto_compaction(&self) -> Result<Option<AutoCompaction>, ConfigError> {
         let policy = match (self.auto_compaction_mode, self.auto_compaction_retention) {
             (_, Retention::Integer(0)) => None,
-            (AutoCompactionMode::Periodic, Retention::Integer(hours)) => Some(AutoCompaction::Periodic(
-                Duration::from_secs(hours.saturating_mul(3600)),
-            )),
+            (AutoCompactionMode::Periodic, Retention::Integer(hours)) => Some(
+                AutoCompaction::Periodic(Duration::from_secs(hours.saturating_mul(3600))),
+            ),
             (AutoCompactionMode::Periodic, Retention::Duration(d)) if d.is_zero() => None,
-            (AutoCompactionMode::Periodic, Retention::Duration(d)) => Some(AutoCompaction::Periodic(d)),
-            (AutoCompactionMode::Revision, Retention::Integer(n)) => Some(AutoCompaction::Revision(n)),
+            (AutoCompactionMode::Periodic, Retention::Duration(d)) => {
+                Some(AutoCompaction::Periodic(d))
+            }
+            (AutoCompactionMode::Revision, Retention::Integer(n)) => {
+                Some(AutoCompaction::Revision(n))
+            }
             (AutoCompactionMode::Revision, r @ Retention::Duration(_)) => {
                 return Err(ConfigError::RetentionNotRevisions(r));
             }
@@ -541,8 +566,14 @@ mod tests {
         let c = parse(&[]).expect("no flags parse");
         assert_eq!(c.name, "default");
         assert_eq!(c.data_dir(), PathBuf::from("default.etcd"));
-        assert_eq!(c.listen_client_urls, vec![Url::new(Scheme::Http, "127.0.0.1", 2379)]);
-        assert_eq!(c.initial_cluster().to_string(), "default=http://127.0.0.1:2380");
+        assert_eq!(
+            c.listen_client_urls,
+            vec![Url::new(Scheme::Http, "127.0.0.1", 2379)]
+        );
+        assert_eq!(
+            c.initial_cluster().to_string(),
+            "default=http://127.0.0.1:2380"
+        );
         assert_eq!(c.quota_backend_bytes(), DEFAULT_QUOTA_BACKEND_BYTES);
         assert_eq!(c.max_request_bytes, 1_572_864);
         assert_eq!(c.max_txn_ops, 128);
@@ -551,7 +582,10 @@ mod tests {
         assert_eq!(c.bootstrap_peer_urls().map(|u| u.len()), Ok(1));
         let named = parse(&["--name", "n1"]).expect("parses");
         assert_eq!(named.data_dir(), PathBuf::from("n1.etcd"));
-        assert_eq!(named.initial_cluster().to_string(), "n1=http://127.0.0.1:2380");
+        assert_eq!(
+            named.initial_cluster().to_string(),
+            "n1=http://127.0.0.1:2380"
+        );
     }
 
     #[test]
@@ -605,11 +639,17 @@ mod tests {
                 Ok(Some(AutoCompaction::Periodic(Duration::from_secs(300)))),
             ),
             (AutoCompactionMode::Revision, "0", Ok(None)),
-            (AutoCompactionMode::Revision, "1000", Ok(Some(AutoCompaction::Revision(1000)))),
+            (
+                AutoCompactionMode::Revision,
+                "1000",
+                Ok(Some(AutoCompaction::Revision(1000))),
+            ),
             (
                 AutoCompactionMode::Revision,
                 "5m",
-                Err(ConfigError::RetentionNotRevisions(Retention::Duration(Duration::from_secs(300)))),
+                Err(ConfigError::RetentionNotRevisions(Retention::Duration(
+                    Duration::from_secs(300),
+                ))),
             ),
         ];
         for (mode, retention, want) in cases {
@@ -632,7 +672,10 @@ mod tests {
             })
         );
         c.election_timeout = 60_000;
-        assert_eq!(c.validate(), Err(ConfigError::ElectionTimeoutTooLong(60_000)));
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::ElectionTimeoutTooLong(60_000))
+        );
         c.heartbeat_interval = 0;
         assert_eq!(c.validate(), Err(ConfigError::ZeroHeartbeat));
     }
@@ -651,7 +694,10 @@ mod tests {
             c.initial_cluster = Some(s.parse().expect("test cluster parses"));
             c
         };
-        assert_eq!(base.bootstrap_peer_urls(), Ok(vec![url("http://10.0.0.1:2380")]));
+        assert_eq!(
+            base.bootstrap_peer_urls(),
+            Ok(vec![url("http://10.0.0.1:2380")])
+        );
         assert_eq!(
             with_cluster("n1=http://10.0.0.1:2380").bootstrap_peer_urls(),
             Ok(vec![url("http://10.0.0.1:2380")])
@@ -670,6 +716,9 @@ mod tests {
         );
         let mut existing = base.clone();
         existing.initial_cluster_state = ClusterState::Existing;
-        assert_eq!(existing.bootstrap_peer_urls(), Err(ConfigError::JoinExisting));
+        assert_eq!(
+            existing.bootstrap_peer_urls(),
+            Err(ConfigError::JoinExisting)
+        );
     }
 }

@@ -2,6 +2,9 @@
 //!
 //! Errors of client requests never appear here; they become a
 //! `tonic::Status` in `status.rs`.
+//!
+//! Messages leave the cause out and expose it as `source()`, so that a
+//! report printing the chain (`anyhow`'s `{:#}`) says each thing once.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,7 +21,7 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The data dir, or a file of it, could not be created, read or written.
-    #[error("data dir: {path}: {source}")]
+    #[error("data dir: {path}")]
     DataDir {
         /// The file or directory.
         path: PathBuf,
@@ -37,10 +40,10 @@ pub enum Error {
     #[error("data dir: {0}: storage exists but the member id file is missing")]
     MissingMemberFile(PathBuf),
     /// The storage refused to open (corrupt, locked by another process, ...).
-    #[error("storage: {0}")]
+    #[error("storage")]
     Storage(#[from] cairn_raft_storage::Error),
     /// A listen URL names a host that does not resolve.
-    #[error("listen URL {url}: cannot resolve host: {source}")]
+    #[error("listen URL {url}: cannot resolve host")]
     Resolve {
         /// The URL.
         url: Url,
@@ -48,7 +51,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A listen URL could not be bound (port in use, no such address, ...).
-    #[error("listen URL {url}: {source}")]
+    #[error("listen URL {url}")]
     Bind {
         /// The URL.
         url: Url,
@@ -59,20 +62,40 @@ pub enum Error {
     #[error("listen URL {0}: TLS is not supported yet")]
     TlsUnsupported(Url),
     /// openraft rejected the derived raft configuration.
-    #[error("raft config: {0}")]
-    RaftConfig(#[from] openraft::ConfigError),
+    #[error("raft config")]
+    RaftConfig(#[source] Box<openraft::ConfigError>),
     /// openraft stopped: a storage failure or a panic inside raft.
-    #[error("raft: {0}")]
-    Raft(#[from] openraft::error::Fatal<NodeId>),
+    #[error("raft")]
+    Raft(#[source] Box<openraft::error::Fatal<NodeId>>),
     /// Creating the one-member cluster failed.
-    #[error("raft: bootstrapping the cluster: {0}")]
-    Initialize(#[from] openraft::error::InitializeError<NodeId, openraft::BasicNode>),
+    #[error("raft: bootstrapping the cluster")]
+    Initialize(#[source] Box<openraft::error::InitializeError<NodeId, openraft::BasicNode>>),
     /// This member did not become leader in time.
     #[error("no leader elected within {0:?}")]
     NoLeader(Duration),
     /// A blocking task of the start sequence panicked or was cancelled.
-    #[error("start-up task failed: {0}")]
+    #[error("a start-up task failed")]
     Task(#[from] tokio::task::JoinError),
+}
+
+// openraft's errors are large; boxing them keeps every `Result` small.
+
+impl From<openraft::ConfigError> for Error {
+    fn from(e: openraft::ConfigError) -> Self {
+        Error::RaftConfig(Box::new(e))
+    }
+}
+
+impl From<openraft::error::Fatal<NodeId>> for Error {
+    fn from(e: openraft::error::Fatal<NodeId>) -> Self {
+        Error::Raft(Box::new(e))
+    }
+}
+
+impl From<openraft::error::InitializeError<NodeId, openraft::BasicNode>> for Error {
+    fn from(e: openraft::error::InitializeError<NodeId, openraft::BasicNode>) -> Self {
+        Error::Initialize(Box::new(e))
+    }
 }
 
 /// Crate-wide result.

@@ -1,1 +1,63 @@
-//! placeholder
+//! The Cairn node: one member of an etcd-v3-compatible, Raft-replicated
+//! key-value store.
+//!
+//! The server is a library the `cairn` binary wraps: [`Node::start`] takes
+//! a [`Config`] (etcd's flags), opens the storage of
+//! `cairn-raft-storage`, runs openraft on it and serves etcd's gRPC API;
+//! [`Node::shutdown`] stops it and releases the data dir. Tests and embedders
+//! start nodes in-process the same way, usually with
+//! [`Config::default_for_tests`] on port 0.
+//!
+//! # Module map
+//!
+//! - `config`: the flags ([`Config`]), their value types and cross-checks.
+//! - `member`: the member and cluster ids, derived at bootstrap and kept in
+//!   `<data-dir>/member/id`.
+//! - `node`: the wiring function and shutdown ([`Node`]).
+//! - `network`: openraft's network; single-member only for now.
+//! - `tracked`: knowing when every storage handle is gone.
+//! - `kv`: the KV service.
+//! - `validate`: etcd's API-layer request checks, as pure functions.
+//! - `propose`: proposing through Raft with the size limit and timeout.
+//! - `read_index`: the read barrier for linearizable reads.
+//! - `header`: the top-level response header.
+//! - `status`: every request error mapped to etcd's gRPC code and message.
+//! - `error`: why a node could not start ([`Error`]).
+//!
+//! # Invariants
+//!
+//! - **The server is a library the `cairn` binary wraps.** `main.rs` parses
+//!   flags, sets up logging and waits for a signal; nothing else.
+//! - **Every error is mapped to a `Status` in `status.rs`**, with etcd's
+//!   exact code and message; no handler builds a `Status` itself.
+//! - **Linearizable reads pass the read barrier before touching the store.**
+//!   Only `serializable` ranges read the store directly.
+//! - **Every mutating request, and every txn, goes through Raft.** The server
+//!   never writes the store itself.
+//! - **Headers:** the server fills `cluster_id`, `member_id` and `raft_term`
+//!   of the top-level header only; `revision` is the store's.
+//! - **A restart on an existing data dir ignores the bootstrap flags.**
+
+#![warn(missing_docs)]
+
+mod config;
+mod error;
+mod header;
+mod kv;
+mod member;
+mod network;
+mod node;
+mod propose;
+mod read_index;
+mod status;
+mod tracked;
+mod validate;
+
+pub use crate::config::{
+    AutoCompaction, AutoCompactionMode, ClusterState, Config, ConfigError, DurationError,
+    InitialCluster, InitialClusterError, LogLevel, Retention, Scheme, Url, UrlError,
+    DEFAULT_QUOTA_BACKEND_BYTES, DEFAULT_SNAPSHOT_COUNT,
+};
+pub use crate::error::{Error, Result};
+pub use crate::member::MemberIds;
+pub use crate::node::Node;

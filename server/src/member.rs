@@ -40,7 +40,11 @@ pub struct MemberIds {
 
 impl fmt::Display for MemberIds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "member_id={:x}\ncluster_id={:x}\n", self.member_id, self.cluster_id)
+        write!(
+            f,
+            "member_id={:x}\ncluster_id={:x}\n",
+            self.member_id, self.cluster_id
+        )
     }
 }
 

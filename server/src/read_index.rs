@@ -11,6 +11,7 @@
 //! its leadership check been answered) before the read arrived, and would
 //! then not prove anything about it.
 
+use std::future::Future;
 use std::time::Duration;
 
 use cairn_raft_storage::{NodeId, Raft};
@@ -22,9 +23,10 @@ use tokio::task::JoinHandle;
 /// Why a read could not pass the barrier.
 #[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum ReadError {
-    /// openraft refused: not leader, no quorum, or stopped.
+    /// openraft refused: not leader, no quorum, or stopped. Boxed: it is
+    /// large, and cloned once per waiter.
     #[error(transparent)]
-    Raft(#[from] RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>),
+    Raft(Box<RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>>),
     /// No round finished within the request timeout.
     #[error("read barrier timed out")]
     Timeout,
@@ -44,11 +46,28 @@ pub(crate) struct ReadBarrier {
 }
 
 impl ReadBarrier {
-    /// Starts the loop task. Each round, and each wait, gives up after
-    /// `timeout`.
+    /// Starts the loop task on `raft`. Each round, and each wait, gives up
+    /// after `timeout`.
     pub(crate) fn spawn(raft: Raft, timeout: Duration) -> (Self, JoinHandle<()>) {
+        Self::spawn_with(timeout, move || {
+            let raft = raft.clone();
+            async move {
+                raft.ensure_linearizable()
+                    .await
+                    .map(|_read_log_id| ())
+                    .map_err(|e| ReadError::Raft(Box::new(e)))
+            }
+        })
+    }
+
+    /// Starts the loop task with `confirm` as one round of confirmation.
+    fn spawn_with<F, Fut>(timeout: Duration, confirm: F) -> (Self, JoinHandle<()>)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), ReadError>> + Send + 'static,
+    {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(raft, rx, timeout));
+        let task = tokio::spawn(run(confirm, rx, timeout));
         (
             ReadBarrier {
                 waiters: tx,
@@ -79,7 +98,11 @@ impl ReadBarrier {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Waiter>, timeout: Duration) {
+async fn run<F, Fut>(mut confirm: F, mut rx: mpsc::UnboundedReceiver<Waiter>, timeout: Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), ReadError>>,
+{
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         // Everything queued now arrived before this round starts, so one
@@ -92,14 +115,107 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Waiter>, timeout: Durat
         if batch.is_empty() {
             continue;
         }
-        let result = match tokio::time::timeout(timeout, raft.ensure_linearizable()).await {
-            Ok(Ok(_read_log_id)) => Ok(()),
-            Ok(Err(e)) => Err(ReadError::Raft(e)),
-            Err(_) => Err(ReadError::Timeout),
-        };
+        let result = tokio::time::timeout(timeout, confirm())
+            .await
+            .unwrap_or(Err(ReadError::Timeout));
         for waiter in batch.drain(..) {
             // A waiter that gave up is no error.
             let _ = waiter.send(result.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    type Round = futures::future::BoxFuture<'static, Result<(), ReadError>>;
+
+    /// A confirmation that counts its rounds and only finishes when the test
+    /// adds a permit.
+    fn gated() -> (Arc<AtomicUsize>, Arc<Semaphore>, impl FnMut() -> Round) {
+        let rounds = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(Semaphore::new(0));
+        let (r, g) = (rounds.clone(), gate.clone());
+        let confirm = move || {
+            let (r, g) = (r.clone(), g.clone());
+            let fut: Round = Box::pin(async move {
+                r.fetch_add(1, Ordering::SeqCst);
+                g.acquire().await.map_err(|_| ReadError::Stopped)?.forget();
+                Ok(())
+            });
+            fut
+        };
+        (rounds, gate, confirm)
+    }
+
+    async fn until(rounds: &AtomicUsize, n: usize) {
+        while rounds.load(Ordering::SeqCst) < n {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_reads_share_a_round_and_late_reads_wait_for_the_next() {
+        let (rounds, gate, confirm) = gated();
+        let (barrier, _task) = ReadBarrier::spawn_with(Duration::from_secs(60), confirm);
+
+        // The first read starts round 1.
+        let first = tokio::spawn({
+            let b = barrier.clone();
+            async move { b.wait().await }
+        });
+        until(&rounds, 1).await;
+
+        // These arrive while round 1 is in flight: they must not be answered
+        // by it.
+        let late: Vec<_> = (0..5)
+            .map(|_| {
+                let b = barrier.clone();
+                tokio::spawn(async move { b.wait().await })
+            })
+            .collect();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        gate.add_permits(1);
+        first.await.expect("no panic").expect("round 1 succeeds");
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            late.iter().all(|h| !h.is_finished()),
+            "late reads waited for round 2"
+        );
+
+        // One more round answers all five.
+        until(&rounds, 2).await;
+        gate.add_permits(1);
+        for h in late {
+            h.await.expect("no panic").expect("round 2 succeeds");
+        }
+        assert_eq!(rounds.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn errors_reach_every_waiter() {
+        let (barrier, _task) = ReadBarrier::spawn_with(Duration::from_secs(60), || async {
+            Err(ReadError::Stopped)
+        });
+        let results = futures::future::join_all((0..3).map(|_| barrier.wait())).await;
+        assert!(results.iter().all(|r| matches!(r, Err(ReadError::Stopped))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_round_times_out() {
+        let (barrier, _task) = ReadBarrier::spawn_with(Duration::from_millis(100), || {
+            futures::future::pending::<Result<(), ReadError>>()
+        });
+        assert!(matches!(barrier.wait().await, Err(ReadError::Timeout)));
     }
 }

@@ -67,8 +67,13 @@ impl<S: RaftStateMachine<TypeConfig>> RaftStateMachine<TypeConfig> for TrackedSt
 
     async fn applied_state(
         &mut self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>), StorageError<NodeId>>
-    {
+    ) -> Result<
+        (
+            Option<LogId<NodeId>>,
+            StoredMembership<NodeId, openraft::BasicNode>,
+        ),
+        StorageError<NodeId>,
+    > {
         self.inner.applied_state().await
     }
 
@@ -101,7 +106,9 @@ impl<S: RaftStateMachine<TypeConfig>> RaftStateMachine<TypeConfig> for TrackedSt
         self.inner.install_snapshot(meta, snapshot).await
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         self.inner.get_current_snapshot().await
     }
 }

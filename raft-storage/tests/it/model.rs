@@ -27,7 +27,10 @@ struct Model {
 
 impl Model {
     fn new() -> Self {
-        Model { states: vec![BTreeMap::new(), BTreeMap::new()], compact: 0 }
+        Model {
+            states: vec![BTreeMap::new(), BTreeMap::new()],
+            compact: 0,
+        }
     }
     fn current(&self) -> i64 {
         self.states.len() as i64 - 1
@@ -37,8 +40,18 @@ impl Model {
     }
     fn put(next: &mut BTreeMap<Vec<u8>, Kv>, rev: i64, key: &[u8], value: &[u8]) {
         let kv = match next.get(key) {
-            Some(old) => Kv { create: old.create, modified: rev, version: old.version + 1, value: value.to_vec() },
-            None => Kv { create: rev, modified: rev, version: 1, value: value.to_vec() },
+            Some(old) => Kv {
+                create: old.create,
+                modified: rev,
+                version: old.version + 1,
+                value: value.to_vec(),
+            },
+            None => Kv {
+                create: rev,
+                modified: rev,
+                version: 1,
+                value: value.to_vec(),
+            },
         };
         next.insert(key.to_vec(), kv);
     }
@@ -110,14 +123,21 @@ async fn check_reads(h: &Harness, m: &Model, probe_key: &str, probe_end: &End, b
     assert_eq!(h.opened.store.revision(), cur);
     let at = (cur - back).max(1);
     let end = range_end(probe_key.as_bytes(), probe_end);
-    let got = h.opened.store.range(&cairn_proto::etcdserverpb::RangeRequest {
-        key: probe_key.into(),
-        range_end: end.clone(),
-        revision: at,
-        ..Default::default()
-    });
+    let got = h
+        .opened
+        .store
+        .range(&cairn_proto::etcdserverpb::RangeRequest {
+            key: probe_key.into(),
+            range_end: end.clone(),
+            revision: at,
+            ..Default::default()
+        });
     if at < m.compact {
-        assert!(matches!(got, Err(Error::Compacted)), "read at {at} below compact {}", m.compact);
+        assert!(
+            matches!(got, Err(Error::Compacted)),
+            "read at {at} below compact {}",
+            m.compact
+        );
         return;
     }
     let got = got.expect("range");
@@ -132,7 +152,12 @@ async fn check_reads(h: &Harness, m: &Model, probe_key: &str, probe_end: &End, b
         .map(|kv| {
             (
                 kv.key.clone(),
-                Kv { create: kv.create_revision, modified: kv.mod_revision, version: kv.version, value: kv.value.clone() },
+                Kv {
+                    create: kv.create_revision,
+                    modified: kv.mod_revision,
+                    version: kv.version,
+                    value: kv.value.clone(),
+                },
             )
         })
         .collect();
@@ -167,18 +192,28 @@ async fn run(ops: Vec<(Op, String, End, i64)>) {
                 let mut next = m.now().clone();
                 next.retain(|key, _| !in_range(key, k.as_bytes(), &end));
                 let deleted = m.now().len() - next.len();
-                let Response::DeleteRange(d) = r else { panic!("{r:?}") };
+                let Response::DeleteRange(d) = r else {
+                    panic!("{r:?}")
+                };
                 assert_eq!(d.deleted as usize, deleted);
                 m.commit(next, deleted > 0);
             }
             Op::Txn(k, v, a, b) => {
                 let del = RequestOp {
-                    request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
-                        key: b.clone().into(),
-                        ..Default::default()
-                    })),
+                    request: Some(request_op::Request::RequestDeleteRange(
+                        DeleteRangeRequest {
+                            key: b.clone().into(),
+                            ..Default::default()
+                        },
+                    )),
                 };
-                let r = hh.apply(txn(vec![cmp_version(&k, CompareResult::Equal, v)], vec![put_op(&a, "t")], vec![del])).await;
+                let r = hh
+                    .apply(txn(
+                        vec![cmp_version(&k, CompareResult::Equal, v)],
+                        vec![put_op(&a, "t")],
+                        vec![del],
+                    ))
+                    .await;
                 let version = m.now().get(k.as_bytes()).map_or(0, |kv| kv.version);
                 let Response::Txn(t) = r else { panic!("{r:?}") };
                 assert_eq!(t.succeeded, version == v);
@@ -193,7 +228,12 @@ async fn run(ops: Vec<(Op, String, End, i64)>) {
             }
             Op::Compact(back) => {
                 let at = m.current() - back;
-                let r = hh.apply(Request::Compaction(CompactionRequest { revision: at, physical: false })).await;
+                let r = hh
+                    .apply(Request::Compaction(CompactionRequest {
+                        revision: at,
+                        physical: false,
+                    }))
+                    .await;
                 if at <= m.compact {
                     assert_eq!(r, Response::Rejected(ApplyError::Compacted));
                 } else {

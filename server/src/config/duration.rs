@@ -88,7 +88,9 @@ mod tests {
         for (input, want) in ok {
             assert_eq!(parse(input), Ok(*want), "{input}");
         }
-        for bad in ["", "5", "-5m", "1d", "h", "1.h2", ".s", "5m3", "1..5s", "abc"] {
+        for bad in [
+            "", "5", "-5m", "1d", "h", "1.h2", ".s", "5m3", "1..5s", "abc",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} should not parse");
         }
     }

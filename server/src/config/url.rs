@@ -100,7 +100,13 @@ impl Url {
 impl fmt::Display for Url {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.host.contains(':') {
-            write!(f, "{}://[{}]:{}", self.scheme.as_str(), self.host, self.port)
+            write!(
+                f,
+                "{}://[{}]:{}",
+                self.scheme.as_str(),
+                self.host,
+                self.port
+            )
         } else {
             write!(f, "{}://{}:{}", self.scheme.as_str(), self.host, self.port)
         }
@@ -174,10 +180,7 @@ mod tests {
                 "127.0.0.1:2379",
                 Err(UrlError::NoScheme("127.0.0.1:2379".into())),
             ),
-            (
-                "unix://sock:1",
-                Err(UrlError::Scheme("unix".into())),
-            ),
+            ("unix://sock:1", Err(UrlError::Scheme("unix".into()))),
             (
                 "http://127.0.0.1",
                 Err(UrlError::HostPort("127.0.0.1".into())),

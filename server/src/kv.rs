@@ -1,0 +1,165 @@
+//! The KV service: Range, Put, DeleteRange, Txn and Compact.
+//!
+//! Each handler validates (`validate.rs`), then either reads the store
+//! (Range) or proposes through Raft (everything else, read-only txns
+//! included), fills the top-level header, and maps any failure with
+//! `status.rs`.
+
+use cairn_proto::etcdserverpb::kv_server::Kv;
+use cairn_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+use cairn_raft_storage::{Request as Proposal, Response as Applied, Store};
+use tonic::{Request, Response, Status};
+
+use crate::header::Header;
+use crate::propose::Proposer;
+use crate::read_index::ReadBarrier;
+use crate::status::RequestError;
+use crate::tracked::Tracker;
+use crate::validate;
+
+/// The KV service of one node.
+pub(crate) struct KvService {
+    store: Store,
+    proposer: Proposer,
+    reads: ReadBarrier,
+    header: Header,
+    max_txn_ops: usize,
+    /// Keeps the node's shutdown waiting while a connection still holds
+    /// this service, and so a read handle on the storage.
+    _tracker: Tracker,
+}
+
+/// What a KV service needs from the node.
+pub(crate) struct KvParts {
+    pub(crate) store: Store,
+    pub(crate) proposer: Proposer,
+    pub(crate) reads: ReadBarrier,
+    pub(crate) header: Header,
+    pub(crate) max_txn_ops: usize,
+    pub(crate) tracker: Tracker,
+}
+
+impl KvService {
+    pub(crate) fn new(parts: KvParts) -> Self {
+        KvService {
+            store: parts.store,
+            proposer: parts.proposer,
+            reads: parts.reads,
+            header: parts.header,
+            max_txn_ops: parts.max_txn_ops,
+            _tracker: parts.tracker,
+        }
+    }
+
+    async fn do_range(&self, req: RangeRequest) -> Result<RangeResponse, RequestError> {
+        validate::range(&req)?;
+        if !req.serializable {
+            self.reads.wait().await?;
+        }
+        let mut resp = self.store.range(&req)?;
+        resp.header = self.header.fill(resp.header);
+        Ok(resp)
+    }
+
+    async fn do_put(&self, req: PutRequest) -> Result<PutResponse, RequestError> {
+        validate::put(&req)?;
+        match self.proposer.propose(Proposal::Put(req)).await? {
+            Applied::Put(mut resp) => {
+                resp.header = self.header.fill(resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn do_delete_range(
+        &self,
+        req: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, RequestError> {
+        validate::delete_range(&req)?;
+        match self.proposer.propose(Proposal::DeleteRange(req)).await? {
+            Applied::DeleteRange(mut resp) => {
+                resp.header = self.header.fill(resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn do_txn(&self, req: TxnRequest) -> Result<TxnResponse, RequestError> {
+        validate::txn(&req, self.max_txn_ops)?;
+        match self.proposer.propose(Proposal::Txn(req)).await? {
+            Applied::Txn(mut resp) => {
+                resp.header = self.header.fill(resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn do_compact(&self, req: CompactionRequest) -> Result<CompactionResponse, RequestError> {
+        let (revision, physical) = (req.revision, req.physical);
+        match self.proposer.propose(Proposal::Compaction(req)).await? {
+            Applied::Compaction(mut resp) => {
+                if physical {
+                    // etcd answers a physical compaction only once the old
+                    // revisions are gone from the backend.
+                    self.store.wait_compacted(revision).await;
+                }
+                resp.header = self.header.fill(resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+/// Names the kind of a response apply should not have given.
+fn unexpected(response: &Applied) -> RequestError {
+    let kind = match response {
+        Applied::Empty => "empty",
+        Applied::Put(_) => "put",
+        Applied::DeleteRange(_) => "delete range",
+        Applied::Txn(_) => "txn",
+        Applied::Compaction(_) => "compaction",
+        Applied::Rejected(_) => "rejected",
+    };
+    RequestError::UnexpectedResponse(kind)
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        Ok(Response::new(self.do_range(request.into_inner()).await?))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        Ok(Response::new(self.do_put(request.into_inner()).await?))
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        Ok(Response::new(
+            self.do_delete_range(request.into_inner()).await?,
+        ))
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        Ok(Response::new(self.do_txn(request.into_inner()).await?))
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        Ok(Response::new(self.do_compact(request.into_inner()).await?))
+    }
+}
