@@ -17,6 +17,7 @@
 //! - `network`: openraft's network; single-member only for now.
 //! - `tracked`: knowing when every storage handle is gone.
 //! - `kv`: the KV service.
+//! - `compactor`: auto compaction, proposed through Raft by the leader.
 //! - `validate`: etcd's API-layer request checks, as pure functions.
 //! - `propose`: proposing through Raft with the size limit and timeout.
 //! - `read_index`: the read barrier for linearizable reads.
@@ -40,6 +41,7 @@
 
 #![warn(missing_docs)]
 
+mod compactor;
 mod config;
 mod error;
 mod header;

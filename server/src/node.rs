@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
+use crate::compactor;
 use crate::config::{Config, Scheme, Url};
 use crate::error::{Error, Result};
 use crate::header::Header;
@@ -55,6 +56,7 @@ pub struct Node {
     stop_serving: watch::Sender<bool>,
     servers: Vec<JoinHandle<std::result::Result<(), tonic::transport::Error>>>,
     read_barrier: JoinHandle<()>,
+    auto_compactor: Option<JoinHandle<()>>,
     released: Released,
 }
 
@@ -125,6 +127,7 @@ impl Node {
             stop_serving: watch::channel(false).0,
             servers: Vec::new(),
             read_barrier: tokio::spawn(async {}),
+            auto_compactor: None,
             released,
         };
         // From here on the storage is open: on failure, close it again.
@@ -154,9 +157,18 @@ impl Node {
         let (reads, read_barrier) = ReadBarrier::spawn(self.raft.clone(), request_timeout);
         self.read_barrier = read_barrier;
         let max_request_bytes = usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX);
+        let proposer = Proposer::new(self.raft.clone(), max_request_bytes, request_timeout);
+        if let Some(mode) = config.auto_compaction()? {
+            self.auto_compactor = Some(compactor::spawn(
+                mode,
+                self.raft.clone(),
+                self.store.clone(),
+                proposer.clone(),
+            ));
+        }
         let kv = KvService::new(KvParts {
             store: self.store.clone(),
-            proposer: Proposer::new(self.raft.clone(), max_request_bytes, request_timeout),
+            proposer,
             reads,
             header: Header::new(self.ids, &self.raft),
             max_txn_ops: usize::try_from(config.max_txn_ops).unwrap_or(usize::MAX),
@@ -228,8 +240,12 @@ impl Node {
             stop_serving,
             servers,
             read_barrier,
+            auto_compactor,
             mut released,
         } = self;
+        if let Some(task) = auto_compactor {
+            task.abort();
+        }
         let _ = stop_serving.send(true);
         for mut server in servers {
             match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
