@@ -1,0 +1,21 @@
+//! Test support: real server processes on loopback ports, and etcdctl.
+//!
+//! - [`CairnProc`] runs the `cairn` binary this package builds, and
+//!   [`EtcdProc`] runs Debian's etcd 3.4 (`/usr/bin/etcd`) as the reference,
+//!   each with its own temporary data dir and free ports on 127.0.0.1. Both
+//!   wait until a Range answers before returning, and are killed with SIGKILL
+//!   when dropped.
+//! - [`Etcdctl`] runs the real etcdctl 3.4 (`/usr/bin/etcdctl`) against an
+//!   endpoint.
+//! - [`diff`] sends one script of requests to both servers and compares
+//!   the responses field by field.
+//!
+//! Missing etcd binaries fail the test with a pointer to `scripts/test.sh`,
+//! which installs them: a compatibility test that skips itself cannot fail.
+
+pub mod diff;
+mod etcdctl;
+mod process;
+
+pub use self::etcdctl::{Etcdctl, Kv};
+pub use self::process::{CairnProc, EtcdProc, ServerProc};

@@ -1,0 +1,326 @@
+//! Server child processes: `cairn` and the reference etcd, run the same way.
+//!
+//! Both flavours share one runner, [`Runner`]: it spawns the binary
+//! with etcd's flags on free loopback ports, sends its output to a log file
+//! next to the data dir (quoted in panics), polls until a Range answers, and
+//! kills the child with SIGKILL when dropped. SIGKILL rather than SIGTERM
+//! because a test's cleanup must not depend on the server's shutdown path;
+//! [`ServerProc::kill_and_restart`] uses the same to model a crash.
+
+use std::fs::{self, File};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_proto::etcdserverpb::kv_client::KvClient;
+use cairn_proto::etcdserverpb::lease_client::LeaseClient;
+use cairn_proto::etcdserverpb::RangeRequest;
+use tempfile::TempDir;
+use tonic::transport::{Channel, Endpoint};
+
+/// Debian's etcd 3.4, the reference (package `etcd-server`).
+const ETCD_BIN: &str = "/usr/bin/etcd";
+/// How long a fresh or restarted server may take to answer its first Range.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Pause between readiness probes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+/// Bound on one readiness probe, so a hung server fails by the deadline.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Lines of the server's log quoted when it fails to start.
+const LOG_TAIL_LINES: usize = 60;
+
+/// A running server that speaks the etcd v3 API: [`CairnProc`] or [`EtcdProc`].
+pub trait ServerProc {
+    /// The client URL, `http://127.0.0.1:<port>`.
+    fn endpoint(&self) -> String;
+
+    /// SIGKILLs the server, starts it again on the same data dir and ports,
+    /// and waits until it answers a Range.
+    async fn kill_and_restart(&mut self);
+
+    /// A KV client for [`ServerProc::endpoint`]; it connects on first use.
+    fn kv(&self) -> KvClient<Channel> {
+        KvClient::new(channel(&self.endpoint()))
+    }
+
+    /// A Lease client for [`ServerProc::endpoint`]; it connects on first use.
+    fn lease(&self) -> LeaseClient<Channel> {
+        LeaseClient::new(channel(&self.endpoint()))
+    }
+}
+
+/// The `cairn` binary built from this package, as a one-member cluster.
+pub struct CairnProc(Runner);
+
+impl CairnProc {
+    /// Starts `cairn` on a fresh data dir and free ports.
+    ///
+    /// # Panics
+    ///
+    /// If it exits or does not answer a Range within 20 s.
+    pub async fn start() -> Self {
+        let ports = Ports::free();
+        let dir = TempDir::with_prefix("cairn-it-").expect("create a temp dir");
+        let mut args = vec!["--data-dir".into(), path_arg(&dir.path().join("data"))];
+        args.extend(ports.cluster_args());
+        let program = PathBuf::from(env!("CARGO_BIN_EXE_cairn"));
+        Self(Runner::start("cairn", program, args, dir, ports).await)
+    }
+}
+
+impl ServerProc for CairnProc {
+    fn endpoint(&self) -> String {
+        self.0.ports.client_url()
+    }
+
+    async fn kill_and_restart(&mut self) {
+        self.0.kill();
+        self.0.spawn_and_wait().await;
+    }
+}
+
+/// Debian's etcd 3.4 as a one-member cluster: the reference Cairn is
+/// compared against.
+pub struct EtcdProc(Runner);
+
+impl EtcdProc {
+    /// Starts etcd on a fresh data dir and free ports.
+    ///
+    /// # Panics
+    ///
+    /// If `/usr/bin/etcd` is missing (run `scripts/test.sh`), or if etcd
+    /// exits or does not answer a Range within 20 s.
+    pub async fn start() -> Self {
+        assert!(
+            Path::new(ETCD_BIN).exists(),
+            "{ETCD_BIN} is missing: run scripts/test.sh, which installs Debian's etcd-server \
+             (the reference these tests compare Cairn against)"
+        );
+        let ports = Ports::free();
+        let dir = TempDir::with_prefix("etcd-it-").expect("create a temp dir");
+        let mut args = vec![
+            "--name".into(),
+            "default".into(),
+            "--data-dir".into(),
+            path_arg(&dir.path().join("data")),
+        ];
+        args.extend(ports.cluster_args());
+        Self(Runner::start("etcd", ETCD_BIN.into(), args, dir, ports).await)
+    }
+}
+
+impl ServerProc for EtcdProc {
+    fn endpoint(&self) -> String {
+        self.0.ports.client_url()
+    }
+
+    async fn kill_and_restart(&mut self) {
+        self.0.kill();
+        self.0.spawn_and_wait().await;
+    }
+}
+
+/// A lazily connecting channel to `endpoint`.
+fn channel(endpoint: &str) -> Channel {
+    Endpoint::from_shared(endpoint.to_owned())
+        .expect("endpoints are well-formed URLs")
+        .connect_lazy()
+}
+
+fn path_arg(path: &Path) -> String {
+    path.to_str().expect("temp paths are UTF-8").to_owned()
+}
+
+/// The two loopback ports of a one-member cluster.
+#[derive(Clone, Copy)]
+struct Ports {
+    client: u16,
+    peer: u16,
+}
+
+impl Ports {
+    /// Two distinct ports that were free a moment ago: bound to port 0 and
+    /// released. Both listeners are held together so they differ.
+    fn free() -> Self {
+        let client = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free port");
+        let peer = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free port");
+        Self {
+            client: client.local_addr().expect("bound").port(),
+            peer: peer.local_addr().expect("bound").port(),
+        }
+    }
+
+    fn client_url(self) -> String {
+        format!("http://127.0.0.1:{}", self.client)
+    }
+
+    fn peer_url(self) -> String {
+        format!("http://127.0.0.1:{}", self.peer)
+    }
+
+    /// The flags both servers take, with etcd's names.
+    fn cluster_args(self) -> Vec<String> {
+        let (client, peer) = (self.client_url(), self.peer_url());
+        vec![
+            "--listen-client-urls".into(),
+            client.clone(),
+            "--advertise-client-urls".into(),
+            client,
+            "--listen-peer-urls".into(),
+            peer.clone(),
+            "--initial-advertise-peer-urls".into(),
+            peer.clone(),
+            "--initial-cluster".into(),
+            format!("default={peer}"),
+        ]
+    }
+}
+
+/// One server child process and everything needed to start it again.
+struct Runner {
+    /// "cairn" or "etcd", for messages.
+    name: &'static str,
+    program: PathBuf,
+    args: Vec<String>,
+    /// Holds the data dir and the log; removed on drop, after the child is
+    /// killed (fields drop after `Drop::drop`).
+    dir: TempDir,
+    ports: Ports,
+    child: Option<Child>,
+}
+
+impl Runner {
+    async fn start(
+        name: &'static str,
+        program: PathBuf,
+        args: Vec<String>,
+        dir: TempDir,
+        ports: Ports,
+    ) -> Self {
+        let mut this = Self {
+            name,
+            program,
+            args,
+            dir,
+            ports,
+            child: None,
+        };
+        this.spawn_and_wait().await;
+        this
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join(format!("{}.log", self.name))
+    }
+
+    /// Spawns the child (appending to the log, so a restart keeps the
+    /// previous run's output) and waits until it answers a Range.
+    async fn spawn_and_wait(&mut self) {
+        assert!(self.child.is_none(), "the previous child was not reaped");
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open the server log");
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone the log handle"))
+            .stderr(log);
+        // The servers read ETCD_* variables as flags; a stray one in the
+        // test's environment must not change what is under test.
+        for (var, _) in std::env::vars_os() {
+            if var.to_string_lossy().starts_with("ETCD_") {
+                command.env_remove(var);
+            }
+        }
+        // The log is quoted in panics; keep colour codes out of it.
+        command.env("NO_COLOR", "1");
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.program.display()));
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let child = self.child.as_mut().expect("spawned");
+            if let Some(status) = child.try_wait().expect("poll the child") {
+                self.child = None;
+                panic!(
+                    "{} exited ({status}) before answering a Range\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            let error = match self.probe().await {
+                Ok(()) => return,
+                Err(error) => error,
+            };
+            if Instant::now() >= deadline {
+                panic!(
+                    "{} did not answer a Range on {} within {READY_TIMEOUT:?}; last error: {error}\n{}",
+                    self.name,
+                    self.ports.client_url(),
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+    }
+
+    /// One Range on a fresh connection, bounded by [`PROBE_TIMEOUT`].
+    async fn probe(&self) -> Result<(), String> {
+        let endpoint = Endpoint::from_shared(self.ports.client_url())
+            .map_err(|e| e.to_string())?
+            .connect_timeout(PROBE_TIMEOUT)
+            .timeout(PROBE_TIMEOUT);
+        let channel = endpoint.connect().await.map_err(|e| format!("{e:?}"))?;
+        let request = RangeRequest {
+            key: b"readiness-probe".to_vec(),
+            ..RangeRequest::default()
+        };
+        KvClient::new(channel)
+            .range(request)
+            .await
+            .map(drop)
+            .map_err(|status| format!("{status:?}"))
+    }
+
+    /// SIGKILLs the child, if any, and reaps it.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // An error means it already exited; `wait` reaps it either way.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = fs::read_to_string(self.log_path()).unwrap_or_else(|e| format!("(no log: {e})"));
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+        format!(
+            "--- last {} lines of {} ---\n{}",
+            tail.len(),
+            self.log_path().display(),
+            tail.join("\n")
+        )
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.kill();
+        // The test failed: show what the server said, before the temp dir
+        // and its log are removed. The test harness prints captured output
+        // only for failed tests.
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tail());
+        }
+    }
+}
