@@ -52,6 +52,7 @@ impl Flusher {
                     // written to sled before its callback was queued, so this
                     // one flush makes them all durable before any callback.
                     let res = db.flush().map(|_| ());
+                    tracing::trace!(appends = group.len(), "log flushed");
                     for cb in group {
                         cb.log_io_completed(
                             res.as_ref()

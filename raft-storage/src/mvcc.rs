@@ -291,9 +291,7 @@ impl Store {
                         overlay: &mut overlay,
                         sub: 0,
                     };
-                    let (resp, job) = w.request(req)?;
-                    jobs.extend(job);
-                    resp
+                    w.request(req, &mut jobs)?
                 }
             };
             out.push(resp);
@@ -532,7 +530,10 @@ impl Writer<'_> {
         }
     }
 
-    fn request(&mut self, req: Request) -> Result<(Response, Option<Job>)> {
+    /// Applies one request at revision `current + 1` (a batch: each of its
+    /// requests in turn, as if each had its own entry).
+    fn request(&mut self, req: Request, jobs: &mut Vec<Job>) -> Result<Response> {
+        self.sub = 0;
         let resp = match req {
             Request::Put(p) => match self.check_put(&p)? {
                 Err(e) => Response::Rejected(e),
@@ -543,12 +544,23 @@ impl Writer<'_> {
                 Err(e) => Response::Rejected(e),
                 Ok(r) => Response::Txn(r),
             },
-            Request::Compaction(c) => return Ok(self.compact(&c)),
+            Request::Compaction(c) => {
+                let (resp, job) = self.compact(&c);
+                jobs.extend(job);
+                resp
+            }
+            Request::Batch(reqs) => {
+                let mut out = Vec::with_capacity(reqs.len());
+                for r in reqs {
+                    out.push(self.request(r, jobs)?);
+                }
+                return Ok(Response::Batch(out));
+            }
         };
         if self.sub > 0 {
             self.st.current += 1;
         }
-        Ok((resp, None))
+        Ok(resp)
     }
 
     fn check_put(&self, p: &PutRequest) -> Result<Result<(), ApplyError>> {

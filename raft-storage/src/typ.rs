@@ -46,6 +46,10 @@ pub enum Request {
     Txn(TxnRequest),
     /// etcd's Compact.
     Compaction(CompactionRequest),
+    /// Independent requests from different clients in one log entry, so
+    /// one log flush commits them all. Each is applied as if it had its own
+    /// entry (its own revision), in order, in the entry's one batch.
+    Batch(Vec<Request>),
 }
 
 /// What applying one entry produced.
@@ -65,6 +69,8 @@ pub enum Response {
     Compaction(CompactionResponse),
     /// The request was refused and changed nothing.
     Rejected(ApplyError),
+    /// One response per request of a [`Request::Batch`], in order.
+    Batch(Vec<Response>),
 }
 
 const TAG_PUT: u8 = 1;
@@ -73,6 +79,7 @@ const TAG_TXN: u8 = 3;
 const TAG_COMPACT: u8 = 4;
 const TAG_EMPTY: u8 = 5;
 const TAG_REJECTED: u8 = 6;
+const TAG_BATCH: u8 = 7;
 
 fn tagged(tag: u8, m: &impl Message) -> Vec<u8> {
     let mut buf = Vec::with_capacity(1 + m.encoded_len());
@@ -82,8 +89,42 @@ fn tagged(tag: u8, m: &impl Message) -> Vec<u8> {
     buf
 }
 
-fn decode<M: Message + Default, E: serde::de::Error>(b: &[u8]) -> Result<M, E> {
-    M::decode(b).map_err(E::custom)
+/// Appends `items` to `out`, each as a u32 BE length and its bytes.
+fn put_batch<T>(
+    out: &mut Vec<u8>,
+    items: &[T],
+    encode: impl Fn(&T) -> Result<Vec<u8>, String>,
+) -> Result<(), String> {
+    for item in items {
+        let b = encode(item)?;
+        let len = u32::try_from(b.len()).map_err(|_| "batch item over 4 GiB".to_string())?;
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&b);
+    }
+    Ok(())
+}
+
+/// Splits a batch body written by [`put_batch`].
+fn get_batch<T>(
+    mut body: &[u8],
+    decode: impl Fn(&[u8]) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        let (len, rest) = body
+            .split_at_checked(4)
+            .ok_or("batch item length cut short")?;
+        let len =
+            u32::from_be_bytes(len.try_into().map_err(|_| "batch item length cut short")?) as usize;
+        let (item, rest) = rest.split_at_checked(len).ok_or("batch item cut short")?;
+        out.push(decode(item)?);
+        body = rest;
+    }
+    Ok(out)
+}
+
+fn prost<M: Message + Default>(b: &[u8]) -> Result<M, String> {
+    M::decode(b).map_err(|e| e.to_string())
 }
 
 impl Request {
@@ -94,42 +135,40 @@ impl Request {
             Request::DeleteRange(m) => m.encoded_len(),
             Request::Txn(m) => m.encoded_len(),
             Request::Compaction(m) => m.encoded_len(),
+            Request::Batch(reqs) => reqs.iter().map(|r| 5 + r.encoded_len()).sum(),
         }
     }
-}
 
-impl Serialize for Request {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let bytes = match self {
+    fn to_bytes(&self) -> Result<Vec<u8>, String> {
+        Ok(match self {
             Request::Put(m) => tagged(TAG_PUT, m),
             Request::DeleteRange(m) => tagged(TAG_DELETE, m),
             Request::Txn(m) => tagged(TAG_TXN, m),
             Request::Compaction(m) => tagged(TAG_COMPACT, m),
-        };
-        s.serialize_bytes(&bytes)
+            Request::Batch(reqs) => {
+                let mut b = vec![TAG_BATCH];
+                put_batch(&mut b, reqs, Request::to_bytes)?;
+                b
+            }
+        })
     }
-}
 
-impl<'de> Deserialize<'de> for Request {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let bytes: serde_bytes_compat::Bytes = Deserialize::deserialize(d)?;
-        let (tag, body) = bytes
-            .0
-            .split_first()
-            .ok_or_else(|| serde::de::Error::custom("empty request"))?;
+    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let (tag, body) = bytes.split_first().ok_or("empty request")?;
         match *tag {
-            TAG_PUT => decode(body).map(Request::Put),
-            TAG_DELETE => decode(body).map(Request::DeleteRange),
-            TAG_TXN => decode(body).map(Request::Txn),
-            TAG_COMPACT => decode(body).map(Request::Compaction),
-            t => Err(serde::de::Error::custom(format!("unknown request tag {t}"))),
+            TAG_PUT => prost(body).map(Request::Put),
+            TAG_DELETE => prost(body).map(Request::DeleteRange),
+            TAG_TXN => prost(body).map(Request::Txn),
+            TAG_COMPACT => prost(body).map(Request::Compaction),
+            TAG_BATCH => get_batch(body, Request::from_bytes).map(Request::Batch),
+            t => Err(format!("unknown request tag {t}")),
         }
     }
 }
 
-impl Serialize for Response {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let bytes = match self {
+impl Response {
+    fn to_bytes(&self) -> Result<Vec<u8>, String> {
+        Ok(match self {
             Response::Empty => vec![TAG_EMPTY],
             Response::Put(m) => tagged(TAG_PUT, m),
             Response::DeleteRange(m) => tagged(TAG_DELETE, m),
@@ -137,34 +176,57 @@ impl Serialize for Response {
             Response::Compaction(m) => tagged(TAG_COMPACT, m),
             Response::Rejected(e) => {
                 let mut b = vec![TAG_REJECTED];
-                b.extend(postcard::to_stdvec(e).map_err(serde::ser::Error::custom)?);
+                b.extend(postcard::to_stdvec(e).map_err(|e| e.to_string())?);
                 b
             }
-        };
-        s.serialize_bytes(&bytes)
+            Response::Batch(resps) => {
+                let mut b = vec![TAG_BATCH];
+                put_batch(&mut b, resps, Response::to_bytes)?;
+                b
+            }
+        })
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let (tag, body) = bytes.split_first().ok_or("empty response")?;
+        match *tag {
+            TAG_EMPTY => Ok(Response::Empty),
+            TAG_PUT => prost(body).map(Response::Put),
+            TAG_DELETE => prost(body).map(Response::DeleteRange),
+            TAG_TXN => prost(body).map(Response::Txn),
+            TAG_COMPACT => prost(body).map(Response::Compaction),
+            TAG_REJECTED => postcard::from_bytes(body)
+                .map(Response::Rejected)
+                .map_err(|e| e.to_string()),
+            TAG_BATCH => get_batch(body, Response::from_bytes).map(Response::Batch),
+            t => Err(format!("unknown response tag {t}")),
+        }
+    }
+}
+
+impl Serialize for Request {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.to_bytes().map_err(serde::ser::Error::custom)?)
+    }
+}
+
+impl<'de> Deserialize<'de> for Request {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes: serde_bytes_compat::Bytes = Deserialize::deserialize(d)?;
+        Request::from_bytes(&bytes.0).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Response {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.to_bytes().map_err(serde::ser::Error::custom)?)
     }
 }
 
 impl<'de> Deserialize<'de> for Response {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let bytes: serde_bytes_compat::Bytes = Deserialize::deserialize(d)?;
-        let (tag, body) = bytes
-            .0
-            .split_first()
-            .ok_or_else(|| serde::de::Error::custom("empty response"))?;
-        match *tag {
-            TAG_EMPTY => Ok(Response::Empty),
-            TAG_PUT => decode(body).map(Response::Put),
-            TAG_DELETE => decode(body).map(Response::DeleteRange),
-            TAG_TXN => decode(body).map(Response::Txn),
-            TAG_COMPACT => decode(body).map(Response::Compaction),
-            TAG_REJECTED => postcard::from_bytes(body)
-                .map(Response::Rejected)
-                .map_err(serde::de::Error::custom),
-            t => Err(serde::de::Error::custom(format!(
-                "unknown response tag {t}"
-            ))),
-        }
+        Response::from_bytes(&bytes.0).map_err(serde::de::Error::custom)
     }
 }
 
@@ -198,6 +260,60 @@ mod serde_bytes_compat {
                 }
             }
             d.deserialize_bytes(V)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_responses_round_trip_through_postcard() {
+        let put = Request::Put(PutRequest {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        });
+        let reqs = [
+            put.clone(),
+            Request::Compaction(CompactionRequest {
+                revision: 9,
+                physical: true,
+            }),
+            Request::Batch(vec![
+                put.clone(),
+                Request::DeleteRange(DeleteRangeRequest::default()),
+            ]),
+            Request::Batch(vec![]),
+        ];
+        for r in reqs {
+            let b = postcard::to_stdvec(&r).unwrap();
+            assert_eq!(postcard::from_bytes::<Request>(&b).unwrap(), r);
+        }
+        let resps = [
+            Response::Empty,
+            Response::Rejected(ApplyError::LeaseNotFound),
+            Response::Batch(vec![
+                Response::Put(PutResponse::default()),
+                Response::Rejected(ApplyError::KeyNotFound),
+            ]),
+        ];
+        for r in resps {
+            let b = postcard::to_stdvec(&r).unwrap();
+            assert_eq!(postcard::from_bytes::<Response>(&b).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn damaged_bytes_are_errors_not_panics() {
+        for bad in [
+            &[][..],
+            &[99],
+            &[TAG_BATCH, 0, 0, 0, 9, 1],
+            &[TAG_PUT, 0xff, 0xff],
+        ] {
+            assert!(Request::from_bytes(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -126,6 +126,7 @@ fn unexpected(response: &Applied) -> RequestError {
         Applied::Txn(_) => "txn",
         Applied::Compaction(_) => "compaction",
         Applied::Rejected(_) => "rejected",
+        Applied::Batch(_) => "batch",
     };
     RequestError::UnexpectedResponse(kind)
 }

@@ -57,6 +57,7 @@ pub struct Node {
     servers: Vec<JoinHandle<std::result::Result<(), tonic::transport::Error>>>,
     read_barrier: JoinHandle<()>,
     auto_compactor: Option<JoinHandle<()>>,
+    batcher: Option<JoinHandle<()>>,
     released: Released,
 }
 
@@ -128,6 +129,7 @@ impl Node {
             servers: Vec::new(),
             read_barrier: tokio::spawn(async {}),
             auto_compactor: None,
+            batcher: None,
             released,
         };
         // From here on the storage is open: on failure, close it again.
@@ -157,7 +159,9 @@ impl Node {
         let (reads, read_barrier) = ReadBarrier::spawn(self.raft.clone(), request_timeout);
         self.read_barrier = read_barrier;
         let max_request_bytes = usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX);
-        let proposer = Proposer::new(self.raft.clone(), max_request_bytes, request_timeout);
+        let (proposer, batcher) =
+            Proposer::spawn(self.raft.clone(), max_request_bytes, request_timeout);
+        self.batcher = Some(batcher);
         if let Some(mode) = config.auto_compaction()? {
             self.auto_compactor = Some(compactor::spawn(
                 mode,
@@ -241,6 +245,7 @@ impl Node {
             servers,
             read_barrier,
             auto_compactor,
+            batcher,
             mut released,
         } = self;
         if let Some(task) = auto_compactor {
@@ -267,6 +272,9 @@ impl Node {
         if tokio::time::timeout(CLOSE_TIMEOUT, async {
             released.wait().await;
             let _ = read_barrier.await;
+            if let Some(batcher) = batcher {
+                let _ = batcher.await;
+            }
         })
         .await
         .is_err()

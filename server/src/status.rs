@@ -50,6 +50,8 @@ pub(crate) enum RequestError {
     Read(ReadError),
     /// No answer within the request timeout; the outcome is unknown.
     Timeout,
+    /// The node is shutting down; the request may or may not be applied.
+    Stopped,
     /// Apply answered with a response of another kind than the request:
     /// a bug, reported rather than panicked on.
     UnexpectedResponse(&'static str),
@@ -156,6 +158,7 @@ impl From<RequestError> for Status {
             RequestError::Write(e) => write(&e),
             RequestError::Read(e) => read(&e),
             RequestError::Timeout => Status::unavailable(TIMEOUT),
+            RequestError::Stopped => Status::unavailable(STOPPED),
             RequestError::UnexpectedResponse(kind) => Status::internal(format!(
                 "etcdserver: internal error: apply answered with a {kind} response"
             )),

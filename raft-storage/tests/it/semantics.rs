@@ -301,3 +301,45 @@ fn corrupt_data_dir_is_refused_not_overwritten() {
         "and must not be rewritten"
     );
 }
+
+#[tokio::test]
+async fn a_batch_applies_each_request_at_its_own_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Harness::new(dir.path());
+    let put = |k: &str, v: &str| {
+        Request::Put(PutRequest {
+            key: k.into(),
+            value: v.into(),
+            ..Default::default()
+        })
+    };
+    let r = h
+        .apply(Request::Batch(vec![
+            put("a", "1"),
+            put("a", "2"),
+            Request::Put(PutRequest {
+                key: b"b".to_vec(),
+                lease: 5,
+                ..Default::default()
+            }),
+            txn(
+                vec![cmp_version("a", CompareResult::Equal, 2)],
+                vec![put_op("c", "3")],
+                vec![],
+            ),
+        ]))
+        .await;
+    let Response::Batch(rs) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(rev_of(&rs[0]), 2);
+    assert_eq!(rev_of(&rs[1]), 3);
+    assert_eq!(
+        rs[2],
+        Response::Rejected(ApplyError::LeaseNotFound),
+        "a refusal does not spoil the batch"
+    );
+    assert_eq!(rev_of(&rs[3]), 4, "the txn saw the batch's earlier puts");
+    assert_eq!(h.get("a", "", 0).unwrap().kvs[0].version, 2);
+    assert_eq!(h.get("c", "", 0).unwrap().kvs[0].mod_revision, 4);
+}
