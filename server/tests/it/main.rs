@@ -4,6 +4,7 @@
 mod differential;
 mod etcdctl;
 mod kv;
+mod options;
 mod restart;
 mod support;
 
