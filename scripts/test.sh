@@ -50,6 +50,14 @@ step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 
 step "cargo test --workspace"
-cargo test --quiet --workspace --no-fail-fast
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --quiet --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
+# One closing line for every test binary together (cargo's own last line is
+# whichever binary ran last, often a crate with no doc tests).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+if ((status != 0)); then
+    exit "$status"
+fi
 
-step "ok"
