@@ -26,10 +26,12 @@
 //! # Lock order
 //! `state` before `gate`. Reads hold `gate` (shared) while they fetch values,
 //! so physical compaction (which takes it exclusively, one small batch at a
-//! time) never deletes a revision a read is about to fetch.
+//! time) never deletes a revision a read is about to fetch. A snapshot build
+//! pauses compaction instead of holding `gate`, so reads never queue behind
+//! a compaction batch that waits for a long build.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -93,6 +95,29 @@ pub(crate) struct Compaction {
     compacted: tokio::sync::watch::Sender<i64>,
     /// Set when the store is dropped: stop between batches.
     stop: AtomicBool,
+    /// Snapshot builds under way; batches wait while it is above zero.
+    paused: AtomicUsize,
+}
+
+/// Keeps physical compaction paused while it lives.
+pub(crate) struct Pause<'a>(&'a Compaction);
+
+impl Drop for Pause<'_> {
+    fn drop(&mut self) {
+        self.0.paused.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Compaction {
+    /// Pauses physical compaction: returns once no batch is running, and
+    /// none starts until the guard is dropped.
+    pub(crate) fn pause(&self) -> Pause<'_> {
+        self.paused.fetch_add(1, Ordering::SeqCst);
+        // A batch checks `paused` after it takes the gate: waiting for the
+        // gate once is enough to see any running batch out.
+        drop(self.gate.read());
+        Pause(self)
+    }
 }
 
 pub(crate) struct Shared {
@@ -177,6 +202,7 @@ impl Store {
             gate: RwLock::new(()),
             compacted: tx,
             stop: AtomicBool::new(false),
+            paused: AtomicUsize::new(0),
         });
         let handle = {
             let (tree, comp) = (tree.clone(), comp.clone());
@@ -261,7 +287,7 @@ impl Store {
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
         let st = self.shared.state.read();
         let plan = plan_range(&st.index, req, st.current, st.compact)?;
-        let _gate = self.shared.comp.gate.read_recursive();
+        let _gate = self.shared.comp.gate.read();
         drop(st);
         let tree = &self.shared.tree;
         finish_range(req, plan, |rev| fetch(tree, rev))
@@ -856,6 +882,11 @@ fn compact_physical(tree: &sled::Tree, comp: &Compaction, job: &Job) -> Result<b
             return Ok(false);
         }
         let gate = comp.gate.write();
+        if comp.paused.load(Ordering::SeqCst) > 0 {
+            drop(gate);
+            std::thread::sleep(COMPACTION_PAUSE * 10);
+            continue;
+        }
         let mut batch = sled::Batch::default();
         let mut last = None;
         for item in tree.range(from.clone()..end.clone()).take(COMPACTION_BATCH) {

@@ -15,9 +15,18 @@
 //! (shared) while it copies every record up to R. Writes go on above R.
 //!
 //! # Installing
-//! The received bytes are verified, written as the current snapshot file,
-//! and only then loaded: a marker in the `raft` tree says an install is
-//! under way, and [`crate::open`] finishes an interrupted one from the file.
+//! The received bytes are verified and saved as `snap/installing`; a
+//! marker in the `raft` tree (flushed) says an install is under way; the
+//! `mvcc` tree is replaced and flushed; only then does the file become
+//! `snap/current` and the marker go. [`crate::open`] redoes an interrupted
+//! install from whichever file it left.
+//!
+//! # Durability of `current`
+//! `snap/current` never describes more than the store holds on disk: a
+//! build flushes the store before it saves the file, and an install renames
+//! the file only after the loaded state is flushed. A build never replaces
+//! a newer snapshot (one with a greater last log id), and builds and
+//! installs take turns on the file.
 
 use std::fs;
 use std::io::Write;
@@ -50,9 +59,22 @@ pub(crate) struct Header {
     pub entries: u64,
 }
 
-/// Where the current snapshot lives in a data dir.
-pub(crate) fn current_path(dir: &Path) -> PathBuf {
-    dir.join("snap").join("current")
+/// The snapshot file the state machine answers `get_current_snapshot` with.
+pub(crate) const CURRENT: &str = "current";
+/// A received snapshot while it is being installed; renamed to
+/// [`CURRENT`] once the state it holds is durable in the store.
+pub(crate) const RECEIVED: &str = "installing";
+
+fn path(dir: &Path, name: &str) -> PathBuf {
+    dir.join("snap").join(name)
+}
+
+/// Renames the [`RECEIVED`] snapshot to [`CURRENT`].
+pub(crate) fn promote(dir: &Path) -> Result<()> {
+    fs::rename(path(dir, RECEIVED), path(dir, CURRENT))?;
+    // Durability: the rename is on disk before the install is called done.
+    fs::File::open(dir.join("snap"))?.sync_all()?;
+    Ok(())
 }
 
 /// Builds a snapshot of `store` as it is now.
@@ -61,7 +83,10 @@ pub(crate) fn build(store: &Store) -> Result<(Header, Vec<u8>)> {
     let st = s.state.read();
     let (applied, membership, revision, compact) =
         (st.applied, st.membership.clone(), st.current, st.compact);
-    let gate = s.comp.gate.read_recursive();
+    // Physical compaction pauses while the records are copied; a job
+    // scheduled later waits too, since it can only come from an apply that
+    // needs `state`, which is held until the pause is in place.
+    let _pause = s.comp.pause();
     drop(st);
     let compact_done = s
         .tree
@@ -77,7 +102,6 @@ pub(crate) fn build(store: &Store) -> Result<(Header, Vec<u8>)> {
         put_chunk(&mut body, &v);
         entries += 1;
     }
-    drop(gate);
     let snapshot_id = match applied {
         Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, revision),
         None => format!("0-0-{revision}"),
@@ -189,13 +213,15 @@ impl<'a> Decoded<'a> {
     }
 }
 
-/// Writes `bytes` as the current snapshot: to a temporary file, synced,
+/// Writes `bytes` as snapshot file `name`: to a temporary file, synced,
 /// then renamed over the old one.
-pub(crate) fn save(dir: &Path, bytes: &[u8]) -> Result<()> {
-    let path = current_path(dir);
-    let snap_dir = path.parent().expect("invariant: current_path has a parent");
+pub(crate) fn save(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let path = path(dir, name);
+    let snap_dir = path
+        .parent()
+        .expect("invariant: snapshot paths have a parent");
     fs::create_dir_all(snap_dir)?;
-    let tmp = snap_dir.join("current.tmp");
+    let tmp = snap_dir.join(format!("{name}.tmp"));
     let mut f = fs::File::create(&tmp)?;
     f.write_all(bytes)?;
     // Durability: the snapshot is on disk before it replaces the old one.
@@ -205,9 +231,9 @@ pub(crate) fn save(dir: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Reads the current snapshot file, if there is one.
-pub(crate) fn load(dir: &Path) -> Result<Option<Vec<u8>>> {
-    match fs::read(current_path(dir)) {
+/// Reads snapshot file `name`, if there is one.
+pub(crate) fn load(dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {
+    match fs::read(path(dir, name)) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e.into()),
@@ -215,7 +241,7 @@ pub(crate) fn load(dir: &Path) -> Result<Option<Vec<u8>>> {
 }
 
 /// Replaces the store's content with the snapshot's. The caller has saved
-/// the snapshot file and set the [`INSTALLING`] marker.
+/// the snapshot file as [`RECEIVED`] and set the [`INSTALLING`] marker.
 pub(crate) fn load_into(store: &Store, snap: &Decoded<'_>) -> Result<()> {
     let s = &store.shared;
     // Readers wait for the whole install; they must not see a half state.

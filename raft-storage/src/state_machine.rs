@@ -4,6 +4,8 @@ use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     Entry, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
@@ -18,9 +20,12 @@ use crate::typ::{NodeId, Response, TypeConfig};
 /// openraft's state machine over the MVCC [`Store`].
 #[derive(Clone)]
 pub struct StateMachine {
-    pub(crate) store: Store,
-    pub(crate) raft_tree: sled::Tree,
-    pub(crate) dir: Arc<PathBuf>,
+    store: Store,
+    raft_tree: sled::Tree,
+    dir: Arc<PathBuf>,
+    /// The last log id of `snap/current`. Held while a build saves or an
+    /// install runs, so the two take turns on the snapshot files.
+    current: Arc<Mutex<Option<LogId<NodeId>>>>,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -55,37 +60,68 @@ impl StateMachine {
         &self.store
     }
 
+    /// Opens the state machine of a data dir whose store is `store`.
+    pub(crate) fn new(store: Store, raft_tree: sled::Tree, dir: PathBuf) -> Result<Self, Error> {
+        let current = match snapshot::load(&dir, snapshot::CURRENT)? {
+            Some(bytes) => Decoded::new(&bytes)?.header.meta.last_log_id,
+            None => None,
+        };
+        Ok(StateMachine {
+            store,
+            raft_tree,
+            dir: Arc::new(dir),
+            current: Arc::new(Mutex::new(current)),
+        })
+    }
+
     /// Saves and installs snapshot `bytes`. Also used by `open` to finish an
     /// install that a crash interrupted.
     pub(crate) fn install_bytes(&self, bytes: &[u8]) -> Result<(), Error> {
+        let mut current = self.current.lock();
         let decoded = Decoded::new(bytes)?;
-        snapshot::save(&self.dir, bytes)?;
+        snapshot::save(&self.dir, snapshot::RECEIVED, bytes)?;
         self.raft_tree.insert(INSTALLING, &[1u8])?;
         // Durability: the marker is on disk before the old state goes.
         self.raft_tree.flush()?;
         snapshot::load_into(&self.store, &decoded)?;
+        // Durability: the loaded state is on disk before the file says so.
+        self.raft_tree.flush()?;
+        snapshot::promote(&self.dir)?;
         self.raft_tree.remove(INSTALLING)?;
         self.raft_tree.flush()?;
+        *current = decoded.header.meta.last_log_id;
         Ok(())
+    }
+
+    /// Builds a snapshot and saves it as current, unless a newer one is.
+    fn build_and_save(&self) -> Result<(snapshot::Header, Vec<u8>), Error> {
+        let (header, bytes) = snapshot::build(&self.store)?;
+        let mut current = self.current.lock();
+        if *current < header.meta.last_log_id {
+            // Durability: the state the snapshot describes is on disk
+            // before the snapshot file is, so a restart never finds a
+            // snapshot ahead of its store (openraft refuses that state).
+            self.raft_tree.flush()?;
+            snapshot::save(&self.dir, snapshot::CURRENT, &bytes)?;
+            *current = header.meta.last_log_id;
+        }
+        Ok((header, bytes))
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let sm = self.clone();
-        let (header, bytes) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
-            let (header, bytes) = snapshot::build(&sm.store)?;
-            snapshot::save(&sm.dir, &bytes)?;
-            Ok((header, bytes))
-        })
-        .await
-        .map_err(|e| {
-            snap_err(
-                ErrorVerb::Write,
-                Error::Io(std::io::Error::other(e.to_string())),
-            )
-        })?
-        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let (header, bytes) =
+            tokio::task::spawn_blocking(move || -> Result<_, Error> { sm.build_and_save() })
+                .await
+                .map_err(|e| {
+                    snap_err(
+                        ErrorVerb::Write,
+                        Error::Io(std::io::Error::other(e.to_string())),
+                    )
+                })?
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         Ok(Snapshot {
             meta: header.meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -160,7 +196,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let Some(bytes) = snapshot::load(&self.dir).map_err(|e| snap_err(ErrorVerb::Read, e))?
+        let _turn = self.current.lock();
+        let Some(bytes) = snapshot::load(&self.dir, snapshot::CURRENT)
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?
         else {
             return Ok(None);
         };

@@ -1,7 +1,7 @@
 //! Opening a data dir: one sled database for the log and the state machine.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::log_store::LogStore;
@@ -56,16 +56,7 @@ pub fn open(opts: &Options) -> Result<Opened> {
     std::fs::create_dir_all(&opts.dir)?;
     let path = db_path(&opts.dir);
     let existed = path.exists();
-    let db = sled::Config::new()
-        .path(&path)
-        .cache_capacity(opts.cache_capacity)
-        .open()
-        .map_err(|e| match e {
-            sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => {
-                Error::Corruption(format!("{}: {e}", path.display()))
-            }
-            other => Error::Sled(other),
-        })?;
+    let db = open_db(&path, opts.cache_capacity)?;
     let raft = db.open_tree("raft")?;
     match raft.get(FORMAT_KEY)? {
         Some(f) if f.as_ref() == FORMAT => {}
@@ -87,19 +78,25 @@ pub fn open(opts: &Options) -> Result<Opened> {
             db.flush()?;
         }
     }
+    let installing = raft.get(INSTALLING)?.is_some();
+    if installing {
+        // A crash cut a snapshot install short; the `mvcc` tree holds part
+        // of it and must not be read. Empty it, and load the snapshot again
+        // below from the file the install left.
+        db.open_tree("mvcc")?.clear()?;
+    }
     let log_store = LogStore::open(&db)?;
     let store = Store::open(&db)?;
-    let state_machine = StateMachine {
-        store: store.clone(),
-        raft_tree: raft.clone(),
-        dir: Arc::new(opts.dir.clone()),
-    };
-    if raft.get(INSTALLING)?.is_some() {
-        // A crash cut a snapshot install short: finish it from the file,
-        // which was saved before the install began.
-        let bytes = snapshot::load(&opts.dir)?.ok_or_else(|| {
-            Error::Corruption("snapshot install interrupted and its file is gone".into())
-        })?;
+    let state_machine = StateMachine::new(store.clone(), raft.clone(), opts.dir.clone())?;
+    if installing {
+        // Before the rename the file is `installing`; after it, `current`
+        // (and the marker was about to go).
+        let bytes = match snapshot::load(&opts.dir, snapshot::RECEIVED)? {
+            Some(b) => b,
+            None => snapshot::load(&opts.dir, snapshot::CURRENT)?.ok_or_else(|| {
+                Error::Corruption("snapshot install interrupted and its file is gone".into())
+            })?,
+        };
         state_machine.install_bytes(&bytes)?;
     }
     Ok(Opened {
@@ -107,6 +104,38 @@ pub fn open(opts: &Options) -> Result<Opened> {
         state_machine,
         store,
     })
+}
+
+/// How long `open` waits for a database lock that a handle dropped a moment
+/// ago in this process may still hold: sled releases it from its own IO
+/// threads, shortly after the last handle goes.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+fn open_db(path: &Path, cache_capacity: u64) -> Result<sled::Db> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity)
+            .open()
+        {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Corruption { .. } | sled::Error::Unsupported(_)) => {
+                return Err(Error::Corruption(format!(
+                    "{}: not a readable sled database",
+                    path.display()
+                )))
+            }
+            // sled reports a held lock only as an IO error with this text.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(other) => return Err(Error::Sled(other)),
+        }
+    }
 }
 
 /// Whether every tree of `db` is empty (a database created but never used).
@@ -117,4 +146,71 @@ fn is_blank(db: &sled::Db) -> Result<bool> {
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_proto::etcdserverpb::{PutRequest, RangeRequest};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+    use super::*;
+    use crate::snapshot::Decoded;
+    use crate::typ::Request;
+
+    /// A crash after an install loaded its first records: the marker is
+    /// set, the `mvcc` tree holds records without meta, and the received
+    /// file is whole. Opening finishes the install.
+    #[test]
+    fn open_finishes_an_interrupted_install() {
+        let a = tempfile::tempdir().unwrap();
+        let bytes = {
+            let o = open(&Options::new(a.path())).unwrap();
+            let entries = (1..=10u64)
+                .map(|i| Entry {
+                    log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+                    payload: EntryPayload::Normal(Request::Put(PutRequest {
+                        key: format!("k{i}").into_bytes(),
+                        value: b"v".to_vec(),
+                        ..Default::default()
+                    })),
+                })
+                .collect();
+            o.store.apply(entries).unwrap();
+            snapshot::build(&o.store).unwrap().1
+        };
+
+        let b = tempfile::tempdir().unwrap();
+        drop(open(&Options::new(b.path())).unwrap());
+        {
+            let db = sled::open(db_path(b.path())).unwrap();
+            let mvcc = db.open_tree("mvcc").unwrap();
+            mvcc.clear().unwrap();
+            for r in Decoded::new(&bytes).unwrap().records().take(4) {
+                let (k, v) = r.unwrap();
+                mvcc.insert(k, v).unwrap();
+            }
+            db.open_tree("raft")
+                .unwrap()
+                .insert(INSTALLING, &[1u8])
+                .unwrap();
+            snapshot::save(b.path(), snapshot::RECEIVED, &bytes).unwrap();
+            db.flush().unwrap();
+        }
+
+        let o = open(&Options::new(b.path())).unwrap();
+        assert_eq!(o.store.revision(), 11);
+        let all = RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            ..Default::default()
+        };
+        assert_eq!(o.store.range(&all).unwrap().count, 10);
+        assert_eq!(o.store.applied_index(), Some(10));
+        assert!(snapshot::load(b.path(), snapshot::CURRENT)
+            .unwrap()
+            .is_some());
+        assert!(snapshot::load(b.path(), snapshot::RECEIVED)
+            .unwrap()
+            .is_none());
+    }
 }

@@ -160,7 +160,13 @@ impl Request {
             TAG_DELETE => prost(body).map(Request::DeleteRange),
             TAG_TXN => prost(body).map(Request::Txn),
             TAG_COMPACT => prost(body).map(Request::Compaction),
-            TAG_BATCH => get_batch(body, Request::from_bytes).map(Request::Batch),
+            // Batches never nest: a crafted deep nesting must not overflow
+            // the stack here or in apply.
+            TAG_BATCH => get_batch(body, |b| match b.first() {
+                Some(&TAG_BATCH) => Err("nested batch".to_string()),
+                _ => Request::from_bytes(b),
+            })
+            .map(Request::Batch),
             t => Err(format!("unknown request tag {t}")),
         }
     }
@@ -198,7 +204,11 @@ impl Response {
             TAG_REJECTED => postcard::from_bytes(body)
                 .map(Response::Rejected)
                 .map_err(|e| e.to_string()),
-            TAG_BATCH => get_batch(body, Response::from_bytes).map(Response::Batch),
+            TAG_BATCH => get_batch(body, |b| match b.first() {
+                Some(&TAG_BATCH) => Err("nested batch".to_string()),
+                _ => Response::from_bytes(b),
+            })
+            .map(Response::Batch),
             t => Err(format!("unknown response tag {t}")),
         }
     }
@@ -312,6 +322,8 @@ mod tests {
             &[99],
             &[TAG_BATCH, 0, 0, 0, 9, 1],
             &[TAG_PUT, 0xff, 0xff],
+            // A batch inside a batch.
+            &[TAG_BATCH, 0, 0, 0, 1, TAG_BATCH],
         ] {
             assert!(Request::from_bytes(bad).is_err(), "{bad:?}");
         }

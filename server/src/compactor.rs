@@ -10,9 +10,11 @@
 //! - **revision mode** keeps the last `retention` revisions: every 5 minutes
 //!   it compacts at `current - retention`, if that moved;
 //! - **periodic mode** keeps `retention` of time: it samples the revision
-//!   every tenth of the window (the window is capped at one hour for the
-//!   sampling pace), and compacts at the newest revision that is at least
+//!   every tenth of min(retention, 1 h), and at most once per
+//!   min(retention, 1 h) compacts at the newest revision that is at least
 //!   `retention` old.
+//!
+//! The first look comes one interval after start.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -37,6 +39,9 @@ pub(crate) struct Policy {
     samples: VecDeque<(Instant, i64)>,
     /// The last revision compacted at (or asked for).
     last: i64,
+    /// When that was; periodic mode compacts at most once per
+    /// min(window, 1 h), as etcd.
+    last_at: Option<Instant>,
 }
 
 impl Policy {
@@ -45,6 +50,7 @@ impl Policy {
             mode,
             samples: VecDeque::new(),
             last: 0,
+            last_at: None,
         }
     }
 
@@ -59,8 +65,9 @@ impl Policy {
     }
 
     /// Takes a look at `now`, with the store at `current`; returns the
-    /// revision to compact at, if any.
-    pub(crate) fn tick(&mut self, now: Instant, current: i64) -> Option<i64> {
+    /// revision to compact at, if any. Only a leader compacts, but every
+    /// member keeps sampling, so a new leader can start at once.
+    pub(crate) fn tick(&mut self, now: Instant, current: i64, is_leader: bool) -> Option<i64> {
         let target = match self.mode {
             AutoCompaction::Revision(keep) => current - i64::try_from(keep).unwrap_or(i64::MAX),
             AutoCompaction::Periodic(window) => {
@@ -72,13 +79,19 @@ impl Policy {
                     .iter()
                     .rposition(|(t, _)| now.duration_since(*t) >= window)?;
                 self.samples.drain(..old_enough);
+                let every = window.min(Duration::from_secs(3600));
+                if self.last_at.is_some_and(|t| now.duration_since(t) < every) {
+                    return None;
+                }
                 self.samples[0].1
             }
         };
-        (target > self.last && target > 0).then(|| {
-            self.last = target;
-            target
-        })
+        if !is_leader || target <= self.last || target <= 0 {
+            return None;
+        }
+        self.last = target;
+        self.last_at = Some(now);
+        Some(target)
     }
 }
 
@@ -91,7 +104,9 @@ pub(crate) fn spawn(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut policy = Policy::new(mode);
-        let mut ticks = tokio::time::interval(policy.interval());
+        // The first look is one interval in, as etcd's.
+        let every = policy.interval();
+        let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut metrics = raft.metrics();
         loop {
@@ -103,12 +118,9 @@ pub(crate) fn spawn(
                 let m = metrics.borrow_and_update();
                 m.current_leader == Some(m.id)
             };
-            let Some(rev) = policy.tick(Instant::now(), store.revision()) else {
+            let Some(rev) = policy.tick(Instant::now(), store.revision(), is_leader) else {
                 continue;
             };
-            if !is_leader {
-                continue;
-            }
             let req = CompactionRequest {
                 revision: rev,
                 physical: false,
@@ -140,7 +152,7 @@ mod tests {
             (25, None),
         ];
         for (current, want) in table {
-            assert_eq!(p.tick(t, current), want, "at revision {current}");
+            assert_eq!(p.tick(t, current, true), want, "at revision {current}");
         }
     }
 
@@ -157,12 +169,22 @@ mod tests {
             (9, 190, None),
             (10, 200, Some(100)),
             (11, 210, None),
-            (15, 260, Some(150)),
+            // Due (150 is 10 minutes old), but the last compaction was only
+            // 5 minutes ago: etcd compacts once per window (capped at 1 h).
+            (15, 260, None),
             (40, 300, Some(260)),
         ];
         for (m, current, want) in table {
-            assert_eq!(p.tick(t0 + m * min, current), want, "at minute {m}");
+            assert_eq!(p.tick(t0 + m * min, current, true), want, "at minute {m}");
         }
+    }
+
+    #[test]
+    fn only_a_leader_compacts_and_a_new_one_starts_at_once() {
+        let t = Instant::now();
+        let mut p = Policy::new(AutoCompaction::Revision(10));
+        assert_eq!(p.tick(t, 50, false), None);
+        assert_eq!(p.tick(t, 60, true), Some(50));
     }
 
     #[test]

@@ -718,6 +718,14 @@ async fn txn_limits() {
         ),
     );
     s.step(
+        "put inside an open-ended deleted range (etcd's check misses it)",
+        txn(
+            vec![],
+            vec![del_span("y", "\0").op(), put("z", "2").op()],
+            vec![],
+        ),
+    );
+    s.step(
         "delete then put of one key",
         txn(vec![], vec![del("z").op(), put("z", "1").op()], vec![]),
     );
