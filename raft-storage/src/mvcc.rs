@@ -193,9 +193,11 @@ impl Store {
     /// resumes an unfinished physical compaction.
     pub(crate) fn open(db: &sled::Db) -> Result<Store> {
         let tree = db.open_tree("mvcc")?;
-        let state = load_state(&tree)?;
-        let compact = state.compact;
-        let done = read_i64(&tree, META_COMPACT_DONE)?.unwrap_or(0);
+        let Loaded {
+            state,
+            done,
+            resume,
+        } = load_state(&tree)?;
         let (tx, _) = tokio::sync::watch::channel(done);
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
         let comp = Arc::new(Compaction {
@@ -221,9 +223,8 @@ impl Store {
         });
         *shared.compactor.lock() = Some(handle);
         let store = Store { shared };
-        if compact > done {
-            let keep = store.shared.state.write().index.compact(compact);
-            store.schedule(Job { rev: compact, keep });
+        if let Some(job) = resume {
+            store.schedule(job);
         }
         Ok(store)
     }
@@ -345,23 +346,33 @@ impl Store {
     /// Re-reads the state from the tree after a snapshot was loaded into
     /// it. The caller holds the state write lock (`st`).
     pub(crate) fn reload(&self, st: &mut State) -> Result<()> {
-        let mut state = load_state(&self.shared.tree)?;
-        let done = read_i64(&self.shared.tree, META_COMPACT_DONE)?.unwrap_or(0);
-        let job = (state.compact > done).then(|| Job {
-            rev: state.compact,
-            keep: state.index.compact(state.compact),
-        });
+        let Loaded {
+            state,
+            done,
+            resume,
+        } = load_state(&self.shared.tree)?;
         *st = state;
         self.shared.comp.compacted.send_replace(done);
-        if let Some(job) = job {
+        if let Some(job) = resume {
             self.schedule(job);
         }
         Ok(())
     }
 }
 
-/// Reads meta and rebuilds the index from every change on disk.
-fn load_state(tree: &sled::Tree) -> Result<State> {
+/// What [`load_state`] read back.
+struct Loaded {
+    state: State,
+    /// The revision physical compaction had finished at.
+    done: i64,
+    /// The physical compaction to resume, if one was cut short.
+    resume: Option<Job>,
+}
+
+/// Reads meta, rebuilds the index from every change on disk, and compacts
+/// it at the compact revision (once: that also yields what a resumed
+/// physical compaction must keep).
+fn load_state(tree: &sled::Tree) -> Result<Loaded> {
     let mut st = State {
         current: read_i64(tree, META_REV)?.unwrap_or(1),
         compact: read_i64(tree, META_COMPACT)?.unwrap_or(0),
@@ -383,12 +394,24 @@ fn load_state(tree: &sled::Tree) -> Result<State> {
         st.index
             .restore(&kv.key, rev, tombstone, kv.create_revision, kv.version);
     }
+    let done = read_i64(tree, META_COMPACT_DONE)?.unwrap_or(0);
+    let mut resume = None;
     if st.compact > 0 {
         // Forget what a compaction had removed from the index before a
-        // restart; the caller resumes the physical part.
-        st.index.compact(st.compact);
+        // restart; the caller resumes the physical part if it was cut short.
+        let keep = st.index.compact(st.compact);
+        if st.compact > done {
+            resume = Some(Job {
+                rev: st.compact,
+                keep,
+            });
+        }
     }
-    Ok(st)
+    Ok(Loaded {
+        state: st,
+        done,
+        resume,
+    })
 }
 
 fn fetch(tree: &sled::Tree, rev: Revision) -> Result<KeyValue> {

@@ -145,30 +145,66 @@ pub(crate) struct Decoded<'a> {
     body: &'a [u8],
 }
 
+fn bad(what: &str) -> Error {
+    Error::Corruption(format!("snapshot: {what}"))
+}
+
+/// Parses magic, version and header from the start of a snapshot; returns
+/// the header and where the records begin.
+fn parse_header(prefix: &[u8]) -> Result<(Header, usize)> {
+    if prefix.len() < 16 || &prefix[..8] != MAGIC {
+        return Err(bad("not a Cairn snapshot"));
+    }
+    let word = |at: usize| {
+        u32::from_be_bytes([prefix[at], prefix[at + 1], prefix[at + 2], prefix[at + 3]])
+    };
+    let version = word(8);
+    if version != VERSION {
+        return Err(bad(&format!("unknown format version {version}")));
+    }
+    let hlen = word(12) as usize;
+    let h = prefix
+        .get(16..16 + hlen)
+        .ok_or_else(|| bad("header cut short"))?;
+    let header = postcard::from_bytes(h).map_err(|e| bad(&format!("header: {e}")))?;
+    Ok((header, 16 + hlen))
+}
+
+/// Reads only the header of snapshot file `name`, if there is one; the
+/// records and checksum are checked when the snapshot is used.
+pub(crate) fn read_header(dir: &Path, name: &str) -> Result<Option<Header>> {
+    use std::io::Read;
+    let mut f = match fs::File::open(path(dir, name)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut fixed = [0u8; 16];
+    f.read_exact(&mut fixed)
+        .map_err(|_| bad("not a Cairn snapshot"))?;
+    let hlen = u32::from_be_bytes([fixed[12], fixed[13], fixed[14], fixed[15]]) as usize;
+    let mut prefix = fixed.to_vec();
+    prefix.resize(16 + hlen, 0);
+    f.read_exact(&mut prefix[16..])
+        .map_err(|_| bad("header cut short"))?;
+    parse_header(&prefix).map(|(h, _)| Some(h))
+}
+
 impl<'a> Decoded<'a> {
     /// Checks magic, version, checksum and structure.
     pub fn new(bytes: &'a [u8]) -> Result<Decoded<'a>> {
-        let bad = |what: &str| Error::Corruption(format!("snapshot: {what}"));
-        if bytes.len() < 20 || &bytes[..8] != MAGIC {
+        if bytes.len() < 20 {
             return Err(bad("not a Cairn snapshot"));
         }
         let (data, crc) = bytes.split_at(bytes.len() - 4);
-        let crc = u32::from_be_bytes(crc.try_into().map_err(|_| bad("short"))?);
+        let crc = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
         if crc32fast::hash(data) != crc {
             return Err(bad("checksum mismatch"));
         }
-        let version = u32::from_be_bytes(data[8..12].try_into().map_err(|_| bad("short"))?);
-        if version != VERSION {
-            return Err(bad(&format!("unknown format version {version}")));
-        }
-        let hlen = u32::from_be_bytes(data[12..16].try_into().map_err(|_| bad("short"))?) as usize;
-        let h = data
-            .get(16..16 + hlen)
-            .ok_or_else(|| bad("header cut short"))?;
-        let header: Header = postcard::from_bytes(h).map_err(|e| bad(&format!("header: {e}")))?;
+        let (header, start) = parse_header(data)?;
         let d = Decoded {
             header,
-            body: &data[16 + hlen..],
+            body: &data[start..],
         };
         let mut n = 0u64;
         for r in d.records() {
@@ -193,14 +229,10 @@ impl<'a> Decoded<'a> {
                 return None;
             }
             let mut take = || -> Result<&'a [u8]> {
-                let bad = || Error::Corruption("snapshot: record cut short".into());
-                let len = u32::from_be_bytes(
-                    rest.get(..4)
-                        .ok_or_else(bad)?
-                        .try_into()
-                        .map_err(|_| bad())?,
-                ) as usize;
-                let b = rest.get(4..4 + len).ok_or_else(bad)?;
+                let short = || bad("record cut short");
+                let len = rest.get(..4).ok_or_else(short)?;
+                let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+                let b = rest.get(4..4 + len).ok_or_else(short)?;
                 rest = &rest[4 + len..];
                 Ok(b)
             };

@@ -62,10 +62,8 @@ impl StateMachine {
 
     /// Opens the state machine of a data dir whose store is `store`.
     pub(crate) fn new(store: Store, raft_tree: sled::Tree, dir: PathBuf) -> Result<Self, Error> {
-        let current = match snapshot::load(&dir, snapshot::CURRENT)? {
-            Some(bytes) => Decoded::new(&bytes)?.header.meta.last_log_id,
-            None => None,
-        };
+        let current =
+            snapshot::read_header(&dir, snapshot::CURRENT)?.and_then(|h| h.meta.last_log_id);
         Ok(StateMachine {
             store,
             raft_tree,
@@ -109,19 +107,22 @@ impl StateMachine {
     }
 }
 
+/// Runs snapshot work (file and database IO, whole-store copies) on
+/// tokio's blocking pool, and reports its failure as openraft wants.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, StorageError<NodeId>> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))
+        .and_then(|r| r)
+        .map_err(|e| snap_err(ErrorVerb::Write, e))
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let sm = self.clone();
-        let (header, bytes) =
-            tokio::task::spawn_blocking(move || -> Result<_, Error> { sm.build_and_save() })
-                .await
-                .map_err(|e| {
-                    snap_err(
-                        ErrorVerb::Write,
-                        Error::Io(std::io::Error::other(e.to_string())),
-                    )
-                })?
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let (header, bytes) = off_runtime(move || sm.build_and_save()).await?;
         Ok(Snapshot {
             meta: header.meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -173,7 +174,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let bytes = snapshot.into_inner();
         let sm = self.clone();
         let want = meta.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), Error> {
+        off_runtime(move || {
             let header = Decoded::new(&bytes)?.header;
             if header.meta != want {
                 return Err(Error::Corruption(format!(
@@ -184,13 +185,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             sm.install_bytes(&bytes)
         })
         .await
-        .map_err(|e| {
-            snap_err(
-                ErrorVerb::Write,
-                Error::Io(std::io::Error::other(e.to_string())),
-            )
-        })?
-        .map_err(|e| snap_err(ErrorVerb::Write, e))
     }
 
     async fn get_current_snapshot(
