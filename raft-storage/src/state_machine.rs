@@ -206,3 +206,39 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+    use crate::storage::{open, Options};
+
+    /// An install that finished while a build was copying makes the build's
+    /// snapshot the older one: it must not replace `snap/current`.
+    #[test]
+    fn a_build_never_replaces_a_newer_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = open(&Options::new(dir.path())).unwrap();
+        let applied = LogId::new(CommittedLeaderId::new(1, 1), 1);
+        o.store
+            .apply(vec![Entry {
+                log_id: applied,
+                payload: openraft::EntryPayload::Blank,
+            }])
+            .unwrap();
+        let newer = LogId::new(CommittedLeaderId::new(3, 1), 99);
+        *o.state_machine.current.lock() = Some(newer);
+        o.state_machine.build_and_save().unwrap();
+        assert!(snapshot::load(dir.path(), snapshot::CURRENT)
+            .unwrap()
+            .is_none());
+        assert_eq!(*o.state_machine.current.lock(), Some(newer));
+
+        *o.state_machine.current.lock() = None;
+        o.state_machine.build_and_save().unwrap();
+        assert!(snapshot::load(dir.path(), snapshot::CURRENT)
+            .unwrap()
+            .is_some());
+    }
+}
