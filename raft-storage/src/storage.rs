@@ -182,7 +182,8 @@ mod tests {
         let b = tempfile::tempdir().unwrap();
         drop(open(&Options::new(b.path())).unwrap());
         {
-            let db = sled::open(db_path(b.path())).unwrap();
+            // open_db: it waits out the lock the handle dropped above still holds.
+            let db = open_db(&db_path(b.path()), 1 << 20).unwrap();
             let mvcc = db.open_tree("mvcc").unwrap();
             mvcc.clear().unwrap();
             for r in Decoded::new(&bytes).unwrap().records().take(4) {
