@@ -17,7 +17,9 @@
 //! ```
 //!
 //! Compacting at 7 drops the whole first generation, tombstone included,
-//! because nothing at or after 7 can see it:
+//! because no read at or after 7 can see it. (Compacting at 6 drops it from
+//! the index too, but keeps the tombstone's record on disk, because a watch
+//! may start at the compact revision and must see the delete.)
 //!
 //! ```text
 //! a: [ {created 8, version 1, revs [8]} ]
@@ -146,7 +148,14 @@ impl KeyIndex {
                 .revs
                 .last()
                 .expect("invariant: a generation is never empty");
-            !(g.closed && last.main <= at)
+            let gone = g.closed && last.main <= at;
+            if gone && last.main == at {
+                // No read sees it, but a watch may start at `at` itself and
+                // must get this delete (etcd #18089): keep it on disk until
+                // the next compaction.
+                keep.insert(*last);
+            }
+            !gone
         });
         if let Some(g) = self.gens.first_mut() {
             let i = g.revs.partition_point(|r| r.main <= at);
@@ -319,10 +328,13 @@ mod tests {
 
     #[test]
     fn compaction_keeps_what_later_reads_see() {
-        let table: [(i64, Vec<i64>, Vec<i64>); 5] = [
+        let table: [(i64, Vec<i64>, Vec<i64>); 6] = [
             (1, vec![], vec![2, 4, 6, 8]),
             (3, vec![2], vec![2, 4, 6, 8]),
             (5, vec![4], vec![4, 6, 8]),
+            // The tombstone at the compact revision stays on disk for
+            // watches that start there.
+            (6, vec![6], vec![8]),
             (7, vec![], vec![8]),
             (9, vec![8], vec![8]),
         ];
@@ -357,7 +369,7 @@ mod tests {
         ki.put(r(2));
         ki.tombstone(r(3));
         let mut keep = HashSet::new();
-        assert!(ki.compact(3, &mut keep));
+        assert!(ki.compact(4, &mut keep));
         assert!(keep.is_empty());
     }
 

@@ -6,7 +6,9 @@
 //!   messages.
 //! - `revision`: revisions and their byte encoding.
 //! - `index`: the in-memory key index (generations, tombstones).
-//! - `mvcc`: the [`Store`]: apply, range, compaction.
+//! - `mvcc`: the [`Store`]: apply, range, compaction, history reads.
+//! - `changes`: the [`Observer`] hook that the watch hub hangs on the
+//!   store, told of every apply call's events.
 //! - `log_store`: [`LogStore`], with group commit.
 //! - `state_machine`, `snapshot`: [`StateMachine`] and its snapshots.
 //! - `storage`: [`open`] a data dir.
@@ -19,8 +21,12 @@
 //!   log id.
 //! - The revision rises by exactly 1 per txn that changes anything.
 //! - Apply is deterministic and never reads the clock.
+//! - The observer hears of a revision only after reads can see it.
+//! - Every change at or above the compact revision stays on disk, so the
+//!   history a watcher replays from there has no gaps.
 //! - Log purge never outruns what is durable in the state machine.
 
+mod changes;
 mod error;
 mod index;
 mod log_store;
@@ -31,6 +37,7 @@ mod state_machine;
 mod storage;
 pub mod typ;
 
+pub use changes::{Changes, HistoryPage, Observer};
 pub use error::{ApplyError, Error, Result};
 pub use log_store::LogStore;
 pub use mvcc::Store;

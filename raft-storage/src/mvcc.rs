@@ -32,7 +32,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -43,11 +43,12 @@ use cairn_proto::etcdserverpb::{
     DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
     ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
-use cairn_proto::mvccpb::KeyValue;
+use cairn_proto::mvccpb::{event::EventType, Event, KeyValue};
 use openraft::{BasicNode, Entry, EntryPayload, LogId, StoredMembership};
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
 
+use crate::changes::{Changes, HistoryPage, Observer};
 use crate::error::{ApplyError, Error, Result};
 use crate::index::{Index, KeyRange};
 use crate::revision::{self, Revision};
@@ -127,6 +128,9 @@ pub(crate) struct Shared {
     pub comp: Arc<Compaction>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     compactor: Mutex<Option<JoinHandle<()>>>,
+    /// Weak, so the observer (which holds a store) never keeps the store
+    /// alive.
+    observer: RwLock<Option<Weak<dyn Observer>>>,
 }
 
 impl Drop for Shared {
@@ -220,6 +224,7 @@ impl Store {
             comp,
             jobs: Mutex::new(Some(jobs_tx)),
             compactor: Mutex::new(None),
+            observer: RwLock::new(None),
         });
         *shared.compactor.lock() = Some(handle);
         let store = Store { shared };
@@ -298,7 +303,7 @@ impl Store {
     pub(crate) fn apply(&self, entries: Vec<Entry<TypeConfig>>) -> Result<Vec<Response>> {
         let mut st = self.shared.state.write();
         let mut batch = sled::Batch::default();
-        let mut overlay = HashMap::new();
+        let mut written = Written::default();
         let mut jobs = Vec::new();
         let mut out = Vec::with_capacity(entries.len());
         let start_compact = st.compact;
@@ -315,7 +320,7 @@ impl Store {
                         st: &mut st,
                         tree: &self.shared.tree,
                         batch: &mut batch,
-                        overlay: &mut overlay,
+                        written: &mut written,
                         sub: 0,
                     };
                     w.request(req, &mut jobs)?
@@ -330,11 +335,116 @@ impl Store {
             batch.insert(META_COMPACT, &st.compact.to_be_bytes());
         }
         self.shared.tree.apply_batch(batch)?;
+        let changes = Changes {
+            events: written.events,
+            revision: st.current,
+            compact: st.compact,
+        };
         drop(st);
         for job in jobs {
             self.schedule(job);
         }
+        // After the lock: an event is published only once reads see it.
+        if let Some(observer) = self.observer() {
+            observer.applied(changes);
+        }
         Ok(out)
+    }
+
+    /// Hangs `observer` on the store; it replaces any earlier one. The
+    /// store holds it weakly: once dropped, it is no longer told.
+    pub fn set_observer(&self, observer: Weak<dyn Observer>) {
+        *self.shared.observer.write() = Some(observer);
+    }
+
+    fn observer(&self) -> Option<Arc<dyn Observer>> {
+        self.shared.observer.read().as_ref().and_then(Weak::upgrade)
+    }
+
+    /// Tells the observer that a snapshot replaced the store's contents.
+    pub(crate) fn notify_replaced(&self) {
+        let (revision, compact) = {
+            let st = self.shared.state.read();
+            (st.current, st.compact)
+        };
+        if let Some(observer) = self.observer() {
+            observer.replaced(revision, compact);
+        }
+    }
+
+    /// Reads the changes of revisions `from..=to` back, in revision order,
+    /// covering at most `max_revisions` revisions that have changes. Only
+    /// changes whose key `keep` accepts are returned.
+    ///
+    /// Every change at or above the compact revision is on disk (the
+    /// compaction keeps even tombstones at the compact revision), so a page
+    /// never has gaps.
+    ///
+    /// # Errors
+    /// [`Error::Compacted`] if `from` is below the compact revision;
+    /// storage errors otherwise.
+    pub fn history(
+        &self,
+        from: i64,
+        to: i64,
+        max_revisions: usize,
+        mut keep: impl FnMut(&[u8]) -> bool,
+    ) -> Result<HistoryPage> {
+        let st = self.shared.state.read();
+        if from < st.compact {
+            return Err(Error::Compacted);
+        }
+        // Held through the scan: physical compaction deletes nothing at or
+        // above the compact revision read above while it is held.
+        let _gate = self.shared.comp.gate.read();
+        drop(st);
+        let mut page = HistoryPage {
+            events: Vec::new(),
+            next: to.saturating_add(1),
+        };
+        if from > to {
+            page.next = from;
+            return Ok(page);
+        }
+        let (mut revisions, mut last) = (0, 0);
+        let range = Revision::lower_bound(from)..Revision::lower_bound(to.saturating_add(1));
+        for item in self.shared.tree.range(range) {
+            let (k, v) = item?;
+            let (rev, tombstone) = Revision::from_key(&k)
+                .ok_or_else(|| Error::Corruption(format!("bad revision key {k:?}")))?;
+            if rev.main != last {
+                if revisions == max_revisions {
+                    page.next = rev.main;
+                    break;
+                }
+                revisions += 1;
+                last = rev.main;
+            }
+            let kv = decode_kv(rev, &v)?;
+            if keep(&kv.key) {
+                page.events.push(event(kv, tombstone));
+            }
+        }
+        Ok(page)
+    }
+
+    /// The key's value as of main revision `rev` (None if it did not exist
+    /// then, or if `rev` is below the compact revision): what a watcher's
+    /// `prev_kv` shows for an event at `rev + 1`.
+    ///
+    /// # Errors
+    /// Storage errors only.
+    pub fn value_at(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>> {
+        let st = self.shared.state.read();
+        if rev < st.compact || rev > st.current {
+            return Ok(None);
+        }
+        let Some(at) = st.index.get(key).and_then(|ki| ki.at(rev)) else {
+            return Ok(None);
+        };
+        let _gate = self.shared.comp.gate.read();
+        drop(st);
+        fetch(&self.shared.tree, at).map(Some)
     }
 
     /// The applied log id and membership, for openraft.
@@ -539,13 +649,35 @@ fn header(revision: i64) -> ResponseHeader {
     }
 }
 
+/// The changes of one apply call so far: the events the observer gets, and
+/// where each put's value is among them, for reads inside the call.
+#[derive(Default)]
+struct Written {
+    events: Vec<Event>,
+    puts: HashMap<Revision, usize>,
+}
+
+/// The watch event for a change record.
+fn event(kv: KeyValue, tombstone: bool) -> Event {
+    let kind = if tombstone {
+        EventType::Delete
+    } else {
+        EventType::Put
+    };
+    Event {
+        r#type: kind as i32,
+        kv: Some(kv),
+        prev_kv: None,
+    }
+}
+
 /// Applies one request. Holds the state write lock through its borrow.
 struct Writer<'a> {
     st: &'a mut State,
     tree: &'a sled::Tree,
     batch: &'a mut sled::Batch,
-    /// Values written earlier in this apply call, not yet in sled.
-    overlay: &'a mut HashMap<Revision, KeyValue>,
+    /// What this apply call wrote so far, not yet in sled.
+    written: &'a mut Written,
     /// Changes so far in this request.
     sub: i64,
 }
@@ -566,8 +698,11 @@ impl Writer<'_> {
     }
 
     fn value(&self, rev: Revision) -> Result<KeyValue> {
-        match self.overlay.get(&rev) {
-            Some(kv) => Ok(kv.clone()),
+        match self.written.puts.get(&rev) {
+            Some(&i) => Ok(self.written.events[i]
+                .kv
+                .clone()
+                .expect("invariant: a written event has a kv")),
             None => fetch(self.tree, rev),
         }
     }
@@ -665,7 +800,8 @@ impl Writer<'_> {
             lease,
         };
         self.batch.insert(rev.to_key(false), kv.encode_to_vec());
-        self.overlay.insert(rev, kv);
+        self.written.puts.insert(rev, self.written.events.len());
+        self.written.events.push(event(kv, false));
         Ok(PutResponse {
             header: Some(header(rev.main)),
             prev_kv: if p.prev_kv { prev } else { None },
@@ -695,6 +831,7 @@ impl Writer<'_> {
                 ..Default::default()
             };
             self.batch.insert(rev.to_key(true), kv.encode_to_vec());
+            self.written.events.push(event(kv, true));
         }
         Ok(DeleteRangeResponse {
             header: Some(header(self.read_rev())),
@@ -935,7 +1072,7 @@ fn compact_physical(tree: &sled::Tree, comp: &Compaction, job: &Job) -> Result<b
 
 #[cfg(test)]
 mod tests {
-    use cairn_proto::etcdserverpb::PutRequest;
+    use cairn_proto::etcdserverpb::{DeleteRangeRequest, PutRequest};
     use openraft::CommittedLeaderId;
 
     use super::*;
@@ -945,6 +1082,134 @@ mod tests {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
             payload: EntryPayload::Normal(req),
         }
+    }
+
+    fn put(i: u64, key: &str) -> Entry<TypeConfig> {
+        entry(
+            i,
+            Request::Put(PutRequest {
+                key: key.as_bytes().to_vec(),
+                value: format!("v{i}").into_bytes(),
+                ..Default::default()
+            }),
+        )
+    }
+
+    fn delete(i: u64, key: &str) -> Entry<TypeConfig> {
+        entry(
+            i,
+            Request::DeleteRange(DeleteRangeRequest {
+                key: key.as_bytes().to_vec(),
+                ..Default::default()
+            }),
+        )
+    }
+
+    /// (revision, key, is delete) of each event.
+    fn summary(events: &[Event]) -> Vec<(i64, String, bool)> {
+        events
+            .iter()
+            .map(|e| {
+                let kv = e.kv.as_ref().unwrap();
+                (
+                    kv.mod_revision,
+                    String::from_utf8(kv.key.clone()).unwrap(),
+                    e.r#type == EventType::Delete as i32,
+                )
+            })
+            .collect()
+    }
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Changes>>);
+
+    impl Observer for Recorder {
+        fn applied(&self, changes: Changes) {
+            self.0.lock().push(changes);
+        }
+        fn replaced(&self, _: i64, _: i64) {}
+    }
+
+    /// The observer gets each apply call's events, in order, with the
+    /// revision after the call; a dropped observer is no longer told.
+    #[test]
+    fn observer_hears_every_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = Store::open(&db).unwrap();
+        let rec = Arc::new(Recorder::default());
+        let weak: Weak<dyn Observer> = Arc::downgrade(&rec) as Weak<dyn Observer>;
+        store.set_observer(weak);
+        store
+            .apply(vec![put(1, "a"), put(2, "b"), delete(3, "a"), delete(4, "zz")])
+            .unwrap();
+        store.apply(vec![put(5, "a")]).unwrap();
+        let got = rec.0.lock().clone();
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            summary(&got[0].events),
+            vec![(2, "a".into(), false), (3, "b".into(), false), (4, "a".into(), true)]
+        );
+        assert_eq!(got[0].revision, 4);
+        let kv = got[1].events[0].kv.as_ref().unwrap();
+        assert_eq!((kv.create_revision, kv.version, kv.mod_revision), (5, 1, 5));
+        drop(got);
+        drop(rec);
+        store.apply(vec![put(6, "c")]).unwrap();
+    }
+
+    /// History pages: revision order, the `keep` filter, the page limit,
+    /// and the delete at the compact revision kept after physical
+    /// compaction (etcd #18089).
+    #[tokio::test]
+    async fn history_replays_from_the_compact_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = Store::open(&db).unwrap();
+        // Revisions: a@2, b@3, a@4, del a@5, c@6.
+        store
+            .apply(vec![
+                put(1, "a"),
+                put(2, "b"),
+                put(3, "a"),
+                delete(4, "a"),
+                put(5, "c"),
+            ])
+            .unwrap();
+        let all = store.history(2, 6, 100, |_| true).unwrap();
+        assert_eq!(all.next, 7);
+        assert_eq!(
+            summary(&all.events),
+            vec![
+                (2, "a".into(), false),
+                (3, "b".into(), false),
+                (4, "a".into(), false),
+                (5, "a".into(), true),
+                (6, "c".into(), false)
+            ]
+        );
+        let page = store.history(2, 6, 2, |k| k == b"a").unwrap();
+        assert_eq!(page.next, 4);
+        assert_eq!(summary(&page.events), vec![(2, "a".into(), false)]);
+
+        let compact = Request::Compaction(CompactionRequest {
+            revision: 5,
+            physical: true,
+        });
+        store.apply(vec![entry(6, compact)]).unwrap();
+        store.wait_compacted(5).await;
+        assert!(matches!(
+            store.history(4, 6, 100, |_| true),
+            Err(Error::Compacted)
+        ));
+        let from_compact = store.history(5, 6, 100, |_| true).unwrap();
+        assert_eq!(
+            summary(&from_compact.events),
+            vec![(5, "a".into(), true), (6, "c".into(), false)]
+        );
+        assert_eq!(store.value_at(b"b", 5).unwrap().unwrap().mod_revision, 3);
+        assert_eq!(store.value_at(b"a", 5).unwrap(), None);
+        assert_eq!(store.value_at(b"b", 4).unwrap(), None, "below compact");
     }
 
     /// While a snapshot build holds a pause, physical compaction deletes

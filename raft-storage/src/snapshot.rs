@@ -298,5 +298,8 @@ pub(crate) fn load_into(store: &Store, snap: &Decoded<'_>) -> Result<()> {
     batch.insert(META_COMPACT_DONE, &h.compact_done.to_be_bytes());
     s.tree.apply_batch(batch)?;
     drop(gate);
-    store.reload(&mut st)
+    store.reload(&mut st)?;
+    drop(st);
+    store.notify_replaced();
+    Ok(())
 }
