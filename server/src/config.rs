@@ -25,6 +25,8 @@ pub use self::url::{Scheme, Url, UrlError};
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// etcd's default `--snapshot-count`.
 pub const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
+/// etcd's default `--experimental-watch-progress-notify-interval`.
+pub const DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
 /// etcd refuses election timeouts above this many milliseconds.
 const MAX_ELECTION_TIMEOUT_MS: u64 = 50_000;
 
@@ -139,6 +141,15 @@ pub struct Config {
     /// Number of committed transactions to trigger a snapshot to disk (0 defaults to 100000).
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = DEFAULT_SNAPSHOT_COUNT)]
     pub snapshot_count: u64,
+
+    /// Duration of periodic watch progress notifications (e.g. 10m, 30s).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value = "10m",
+        value_parser = duration::parse
+    )]
+    pub experimental_watch_progress_notify_interval: Duration,
 }
 
 /// `--initial-cluster-state`.
@@ -343,6 +354,9 @@ pub enum ConfigError {
     /// A duration retention in revision mode.
     #[error("--auto-compaction-retention={0} is not a revision count, which --auto-compaction-mode=revision requires")]
     RetentionNotRevisions(Retention),
+    /// `--experimental-watch-progress-notify-interval=0`.
+    #[error("--experimental-watch-progress-notify-interval must be greater than 0")]
+    ZeroProgressNotifyInterval,
     /// A URL list flag was given no URL.
     #[error("--{0} needs at least one URL")]
     NoUrls(&'static str),
@@ -409,6 +423,7 @@ impl Config {
             election_timeout: 1000,
             log_level: LogLevel::Info,
             snapshot_count: DEFAULT_SNAPSHOT_COUNT,
+            experimental_watch_progress_notify_interval: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
         }
     }
 
@@ -442,6 +457,9 @@ impl Config {
             if urls.is_empty() {
                 return Err(ConfigError::NoUrls(flag));
             }
+        }
+        if self.experimental_watch_progress_notify_interval.is_zero() {
+            return Err(ConfigError::ZeroProgressNotifyInterval);
         }
         self.auto_compaction()?;
         Ok(())

@@ -73,6 +73,9 @@ pub enum Error {
     /// This member did not become leader in time.
     #[error("no leader elected within {0:?}")]
     NoLeader(Duration),
+    /// A thread of the node (the watch hub's) could not be spawned.
+    #[error("spawning a thread")]
+    Thread(#[source] std::io::Error),
     /// A blocking task of the start sequence panicked or was cancelled.
     #[error("a start-up task failed")]
     Task(#[from] tokio::task::JoinError),

@@ -17,6 +17,7 @@
 //! - `network`: openraft's network; single-member only for now.
 //! - `tracked`: knowing when every storage handle is gone.
 //! - `kv`: the KV service.
+//! - `watch`: the Watch service and the watch hub that decorates the store.
 //! - `compactor`: auto compaction, proposed through Raft by the leader.
 //! - `validate`: etcd's API-layer request checks, as pure functions.
 //! - `propose`: proposing through Raft with the size limit and timeout.
@@ -54,11 +55,12 @@ mod read_index;
 mod status;
 mod tracked;
 mod validate;
+mod watch;
 
 pub use crate::config::{
     AutoCompaction, AutoCompactionMode, ClusterState, Config, ConfigError, DurationError,
     InitialCluster, InitialClusterError, LogLevel, Retention, Scheme, Url, UrlError,
-    DEFAULT_QUOTA_BACKEND_BYTES, DEFAULT_SNAPSHOT_COUNT,
+    DEFAULT_QUOTA_BACKEND_BYTES, DEFAULT_SNAPSHOT_COUNT, DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
 };
 pub use crate::error::{Error, Result};
 pub use crate::member::MemberIds;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::etcdserverpb::kv_server::KvServer;
+use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use cairn_raft_storage::{Opened, Options as StorageOptions, Raft, Store};
 use openraft::error::{Fatal, InitializeError, RaftError};
 use openraft::metrics::WaitError;
@@ -33,6 +34,7 @@ use crate::propose::Proposer;
 use crate::read_index::ReadBarrier;
 use crate::status::GrpcCompat;
 use crate::tracked::{self, Released, TrackedStateMachine};
+use crate::watch::{Hub, WatchService};
 
 /// gRPC framing and etcd's own envelope on top of `--max-request-bytes`
 /// (etcd's `grpcOverheadBytes`).
@@ -58,6 +60,8 @@ pub struct Node {
     read_barrier: JoinHandle<()>,
     auto_compactor: Option<JoinHandle<()>>,
     batcher: Option<JoinHandle<()>>,
+    /// The watch hub and its sync thread.
+    watch: Option<(Arc<Hub>, std::thread::JoinHandle<()>)>,
     released: Released,
 }
 
@@ -130,6 +134,7 @@ impl Node {
             read_barrier: tokio::spawn(async {}),
             auto_compactor: None,
             batcher: None,
+            watch: None,
             released,
         };
         // From here on the storage is open: on failure, close it again.
@@ -176,11 +181,25 @@ impl Node {
             reads,
             header: Header::new(self.ids, &self.raft),
             max_txn_ops: usize::try_from(config.max_txn_ops).unwrap_or(usize::MAX),
-            tracker,
+            tracker: tracker.clone(),
         });
         let kv = KvServer::new(kv)
             .max_decoding_message_size(max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES))
             .max_encoding_message_size(usize::MAX);
+        let (hub, sync_thread) = Hub::start(
+            self.store.clone(),
+            config.experimental_watch_progress_notify_interval,
+        )
+        .map_err(Error::Thread)?;
+        self.watch = Some((hub.clone(), sync_thread));
+        let watch = WatchServer::new(WatchService::new(
+            hub,
+            Header::new(self.ids, &self.raft),
+            max_request_bytes,
+            tracker,
+        ))
+        .max_decoding_message_size(max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES))
+        .max_encoding_message_size(usize::MAX);
 
         for listener in listeners {
             let mut stop = self.stop_serving.subscribe();
@@ -190,7 +209,8 @@ impl Node {
             // multiplex everything on one connection.
             let router = Server::builder()
                 .max_concurrent_streams(Some(u32::MAX))
-                .add_service(GrpcCompat(kv.clone()));
+                .add_service(GrpcCompat(kv.clone()))
+                .add_service(GrpcCompat(watch.clone()));
             self.servers
                 .push(tokio::spawn(router.serve_with_incoming_shutdown(
                     incoming,
@@ -246,10 +266,16 @@ impl Node {
             read_barrier,
             auto_compactor,
             batcher,
+            watch,
             mut released,
         } = self;
         if let Some(task) = auto_compactor {
             task.abort();
+        }
+        // Watch streams never end on their own: end them, so that the
+        // connections drain.
+        if let Some((hub, _)) = &watch {
+            hub.close();
         }
         let _ = stop_serving.send(true);
         for mut server in servers {
@@ -268,6 +294,10 @@ impl Node {
         }
         drop(raft);
         drop(store);
+        if let Some((hub, thread)) = watch {
+            drop(hub);
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
         // The read barrier's loop ends once the services holding it are gone.
         if tokio::time::timeout(CLOSE_TIMEOUT, async {
             released.wait().await;
