@@ -8,6 +8,7 @@ mod kv;
 mod options;
 mod restart;
 mod support;
+mod watch;
 
 use std::path::Path;
 

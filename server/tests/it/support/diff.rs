@@ -248,20 +248,21 @@ fn agree(agreement: Agreement, expected: &Reply, actual: &Reply) -> bool {
 }
 
 /// The two clients a script needs, on one server.
-struct Clients {
+pub struct Clients {
     kv: KvClient<Channel>,
     lease: LeaseClient<Channel>,
 }
 
 impl Clients {
-    fn new(node: &impl ServerProc) -> Self {
+    pub fn new(node: &impl ServerProc) -> Self {
         Self {
             kv: node.kv(),
             lease: node.lease(),
         }
     }
 
-    async fn send(&mut self, request: &Request) -> Reply {
+    /// Sends one request; errors and timeouts become replies.
+    pub async fn send(&mut self, request: &Request) -> Reply {
         let call = async {
             match request.clone() {
                 Request::Range(r) => self.kv.range(r).await.map(|r| Reply::Range(r.into_inner())),

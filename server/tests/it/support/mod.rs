@@ -8,7 +8,8 @@
 //! - [`Etcdctl`] runs the real etcdctl 3.4 (`/usr/bin/etcdctl`) against an
 //!   endpoint.
 //! - [`diff`] sends one script of requests to both servers and compares
-//!   the responses field by field.
+//!   the responses field by field; [`watch_diff`] does the same for watch
+//!   streams.
 //!
 //! Missing etcd binaries fail the test with a pointer to `scripts/test.sh`,
 //! which installs them: a compatibility test that skips itself cannot fail.
@@ -16,6 +17,7 @@
 pub mod diff;
 mod etcdctl;
 mod process;
+pub mod watch_diff;
 
 pub use self::etcdctl::{Etcdctl, Kv};
 pub use self::process::{CairnProc, EtcdProc, ServerProc};

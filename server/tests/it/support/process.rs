@@ -44,6 +44,11 @@ pub trait ServerProc {
         KvClient::new(channel(&self.endpoint()))
     }
 
+    /// A channel to [`ServerProc::endpoint`]; it connects on first use.
+    fn channel(&self) -> Channel {
+        channel(&self.endpoint())
+    }
+
     /// A Lease client for [`ServerProc::endpoint`]; it connects on first use.
     fn lease(&self) -> LeaseClient<Channel> {
         LeaseClient::new(channel(&self.endpoint()))
