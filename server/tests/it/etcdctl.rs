@@ -47,7 +47,9 @@ on_both!(
     txn,
     compaction,
     errors,
-    survives_sigkill
+    survives_sigkill,
+    watch_prefix_from_a_revision,
+    watch_interactive_progress
 );
 
 fn ctl(node: &impl ServerProc) -> Etcdctl {
@@ -392,4 +394,69 @@ async fn survives_sigkill(node: &mut impl ServerProc) {
     );
     // The revision carries on where it was.
     assert_eq!(ctl.json(&["put", "c", "4"]).revision(), 6);
+}
+
+async fn watch_prefix_from_a_revision(node: &mut impl ServerProc) {
+    let ctl = ctl(node);
+    ctl.json(&["put", "k/a", "1"]); // 2
+    ctl.json(&["put", "other", "1"]); // 3
+    ctl.json(&["put", "k/b", "1"]); // 4
+    ctl.json(&["put", "k/a", "2"]); // 5
+    ctl.json(&["del", "k/b"]); // 6
+
+    // History from revision 3, then live events, each PUT with its previous
+    // value first when there is one.
+    let mut watch = ctl.spawn(&["watch", "--prefix", "k/", "--rev", "3", "--prev-kv"]);
+    assert_eq!(
+        watch.lines(10),
+        ["PUT", "k/b", "1", "PUT", "k/a", "1", "k/a", "2", "DELETE", "k/b"]
+    );
+    // The DELETE's previous value, then the empty value of the tombstone.
+    assert_eq!(watch.lines(3), ["1", "k/b", ""]);
+    ctl.json(&["put", "k/c", "3"]); // 7
+    ctl.json(&["put", "other", "2"]); // 8: not under k/
+    ctl.json(&["put", "k/a", "3"]); // 9
+    assert_eq!(
+        watch.lines(8),
+        ["PUT", "k/c", "3", "PUT", "k/a", "2", "k/a", "3"]
+    );
+}
+
+async fn watch_interactive_progress(node: &mut impl ServerProc) {
+    let ctl = ctl(node);
+    ctl.json(&["put", "a", "1"]); // 2
+    let mut watch = ctl.spawn(&["watch", "-i"]);
+    watch.send("watch a");
+    // A progress request reports the current revision once the watcher is
+    // up to date.
+    watch.send("progress");
+    assert_eq!(watch.lines(1), ["progress notify: 2"]);
+    ctl.json(&["put", "a", "2"]); // 3
+    assert_eq!(watch.lines(3), ["PUT", "a", "2"]);
+    watch.send("progress");
+    assert_eq!(watch.lines(1), ["progress notify: 3"]);
+}
+
+/// etcdctl 3.5's `watch --progress-notify` (3.4 lacks the flag) with the
+/// server's progress interval shortened.
+#[tokio::test]
+async fn watch_progress_notify() {
+    let node = crate::support::CairnProc::start_with(&[
+        "--experimental-watch-progress-notify-interval",
+        "200ms",
+    ])
+    .await;
+    let ctl = Etcdctl::v35(node.endpoint());
+    ctl.json(&["put", "a", "1"]); // 2
+    let mut watch = ctl.spawn(&["watch", "a", "--progress-notify"]);
+    assert_eq!(watch.lines(1), ["progress notify: 2"]);
+    ctl.json(&["put", "a", "2"]); // 3
+    ctl.json(&["put", "b", "2"]); // 4: another key still moves progress
+                                  // The event, then (once a tick passes without events) progress at 4.
+    let lines = watch.lines(4);
+    assert_eq!(lines[..3], ["PUT", "a", "2"]);
+    assert!(
+        ["progress notify: 3", "progress notify: 4"].contains(&lines[3].as_str()),
+        "{lines:?}"
+    );
 }

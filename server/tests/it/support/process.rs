@@ -65,10 +65,16 @@ impl CairnProc {
     ///
     /// If it exits or does not answer a Range within 20 s.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// [`CairnProc::start`] with extra flags.
+    pub async fn start_with(extra: &[&str]) -> Self {
         let ports = Ports::free();
         let dir = TempDir::with_prefix("cairn-it-").expect("create a temp dir");
         let mut args = vec!["--data-dir".into(), path_arg(&dir.path().join("data"))];
         args.extend(ports.cluster_args());
+        args.extend(extra.iter().map(|a| a.to_string()));
         let program = PathBuf::from(env!("CARGO_BIN_EXE_cairn"));
         Self(Runner::start("cairn", program, args, dir, ports).await)
     }
