@@ -1,11 +1,20 @@
-//! Watch: differential scripts against etcd 3.4, the `etcd-client` crate,
-//! and etcdctl.
+//! Watch: a differential script against etcd 3.4, recorded streams checked
+//! by the watch validator (`cairn_jepsen::watch`), slow and stalled
+//! streams, fragments, and the `etcd-client` crate. etcdctl's watch is in
+//! `etcdctl.rs`.
 
+use std::collections::BTreeSet;
+
+use cairn_jepsen::watch::{check, check_complete, Change};
 use cairn_proto::etcdserverpb::watch_create_request::FilterType;
 use cairn_proto::etcdserverpb::WatchCreateRequest;
+use cairn_server::{Config, Node};
+use etcd_client::{EventType, WatchOptions};
 
 use crate::support::diff::{compact, del, del_span, put, txn, IntoOp};
+use crate::support::recorder::{connect, Recorder, Writer};
 use crate::support::watch_diff::{Step, WatchScript};
+use crate::{client, start};
 
 fn watch(key: &str, range_end: &str, start_revision: i64) -> WatchCreateRequest {
     WatchCreateRequest {
@@ -98,4 +107,258 @@ async fn watch_script_matches_etcd() {
     s.step("put 10", Write(put("a", "7").into())); // 10
     s.step("progress after the future watch fired", Progress(1));
     s.run().await;
+}
+
+fn endpoint(node: &Node) -> String {
+    format!("http://{}", node.client_addrs()[0])
+}
+
+fn with_prev_kv(c: WatchCreateRequest) -> WatchCreateRequest {
+    WatchCreateRequest { prev_kv: true, ..c }
+}
+
+/// Every create option on one stream, through puts, deletes, txns and a
+/// cancel; the validator checks the whole recording, and that every
+/// watcher got everything up to the last revision.
+#[tokio::test]
+async fn recorded_streams_keep_every_guarantee() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path()).await;
+    let mut w = Writer::new(connect(&endpoint(&node), false).await);
+    let mut r = Recorder::open(connect(&endpoint(&node), false).await).await;
+    let mut live = BTreeSet::new();
+    for i in 0..20 {
+        let key = format!("k{}", i % 5);
+        w.put(&key, format!("v{i}")).await;
+        live.insert(key);
+    }
+    w.delete("k1").await;
+    live.remove("k1");
+
+    r.create(with_prev_kv(watch("k", "l", 0)));
+    r.create(watch("k2", "", 2));
+    r.create(WatchCreateRequest {
+        filters: vec![FilterType::Noput as i32],
+        ..watch("", "\0", 5)
+    });
+    r.create(WatchCreateRequest {
+        filters: vec![FilterType::Nodelete as i32],
+        progress_notify: true,
+        ..with_prev_kv(watch("k3", "", 0))
+    });
+    r.create(watch("k4", "", 0));
+    r.sync().await;
+
+    for i in 0..300 {
+        let key = format!("k{}", i % 7);
+        match i % 11 {
+            3 if live.contains(&key) => {
+                w.delete(&key).await;
+                live.remove(&key);
+            }
+            5 => {
+                let mut changes = vec![Change::put(format!("t{i}"), "x"), Change::put("k9", "y")];
+                if live.remove("k0") {
+                    changes.push(Change::delete("k0"));
+                }
+                w.txn(changes).await;
+                live.insert("k9".into());
+            }
+            _ => {
+                w.put(&key, format!("v{i}")).await;
+                live.insert(key);
+            }
+        }
+        if i == 150 {
+            r.cancel(4);
+        }
+    }
+    let rev = r.sync().await;
+    assert_eq!(rev, w.history.revision());
+    let report = check_complete(&w.history, &r.stream, rev);
+    report.ensure().unwrap();
+    assert_eq!(report.watchers, 5);
+    assert!(report.events > 400, "{report:?}");
+    node.shutdown().await;
+}
+
+/// A stream whose client stops reading backs up into the server: its
+/// watchers fall back to history while every write completes, and once it
+/// reads again it gets everything, in order, once.
+#[tokio::test]
+async fn a_stalled_stream_blocks_no_write_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path()).await;
+    let mut w = Writer::new(connect(&endpoint(&node), false).await);
+    let mut slow = Recorder::open(connect(&endpoint(&node), true).await).await;
+    let mut fast = Recorder::open(connect(&endpoint(&node), false).await).await;
+    for r in [&mut slow, &mut fast] {
+        r.create(with_prev_kv(watch("", "\0", 0)));
+        r.next().await;
+    }
+    // 2 MB of events: far more than the slow stream's 64 KiB window and
+    // its server-side queue. None of these writes may wait for it.
+    let value = vec![b'x'; 2048];
+    for i in 0..1000 {
+        w.put(&format!("k{}", i % 50), value.clone()).await;
+    }
+    let rev = fast.sync().await;
+    assert_eq!(slow.sync().await, rev);
+    for r in [&slow, &fast] {
+        let report = check_complete(&w.history, &r.stream, rev);
+        report.ensure().unwrap();
+        assert_eq!(report.events, 1000);
+    }
+    node.shutdown().await;
+}
+
+/// A watcher that fell behind and whose next revision is then compacted is
+/// cancelled with the compact revision: it never skips events (etcd
+/// #18089, #17529).
+#[tokio::test]
+async fn compaction_during_catch_up_cancels_the_watcher() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path()).await;
+    let mut w = Writer::new(connect(&endpoint(&node), false).await);
+    let mut slow = Recorder::open(connect(&endpoint(&node), true).await).await;
+    slow.create(watch("k", "l", 0));
+    slow.next().await;
+    let value = vec![b'x'; 2048];
+    let mut rev = 0;
+    for i in 0..600 {
+        rev = w.put(&format!("k{}", i % 10), value.clone()).await;
+    }
+    w.compact(rev).await;
+    // Read until the cancel; everything before it must be gap-free.
+    let cancel = loop {
+        let resp = slow.next().await;
+        if resp.canceled {
+            break resp;
+        }
+    };
+    assert_eq!(cancel.compact_revision, rev);
+    check(&w.history, &slow.stream).ensure().unwrap();
+    // The watcher is gone, the stream is not: a new watcher from the
+    // compact revision works.
+    slow.create(watch("k", "l", rev));
+    w.put("k0", "after").await;
+    let last = slow.sync().await;
+    check_complete(&w.history, &slow.stream, last)
+        .ensure()
+        .unwrap();
+    node.shutdown().await;
+}
+
+/// A revision bigger than `--max-request-bytes` is split into fragments
+/// only for a watcher that asked for them.
+#[tokio::test]
+async fn fragments_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(Config {
+        max_request_bytes: 4096,
+        ..Config::default_for_tests(dir.path())
+    })
+    .await
+    .unwrap();
+    let mut w = Writer::new(connect(&endpoint(&node), false).await);
+    let mut r = Recorder::open(connect(&endpoint(&node), false).await).await;
+    for i in 0..4 {
+        w.put(&format!("k{i}"), vec![b'v'; 1500]).await;
+    }
+    r.create(WatchCreateRequest {
+        fragment: true,
+        ..with_prev_kv(watch("k", "l", 0))
+    });
+    r.create(with_prev_kv(watch("k", "l", 0)));
+    r.sync().await;
+    // One revision of four deletes, each carrying a 1500-byte prev_kv.
+    w.txn((0..4).map(|i| Change::delete(format!("k{i}"))).collect())
+        .await;
+    let rev = r.sync().await;
+    let shape = |id: i64| -> Vec<(usize, bool)> {
+        r.stream
+            .responses
+            .iter()
+            .filter(|resp| resp.watch_id == id && !resp.events.is_empty())
+            .map(|resp| (resp.events.len(), resp.fragment))
+            .collect()
+    };
+    let fragments = shape(0);
+    assert!(fragments.len() > 1, "{fragments:?}");
+    assert!(fragments[..fragments.len() - 1].iter().all(|f| f.1));
+    assert!(!fragments[fragments.len() - 1].1);
+    assert_eq!(fragments.iter().map(|f| f.0).sum::<usize>(), 4);
+    assert_eq!(shape(1), [(4, false)]);
+    check_complete(&w.history, &r.stream, rev).ensure().unwrap();
+    node.shutdown().await;
+}
+
+/// The `etcd-client` crate: several watchers on one stream, prev_kv,
+/// filters, progress and cancel.
+#[tokio::test]
+async fn etcd_client_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path()).await;
+    let mut c = client(&node).await;
+    c.put("a/1", "old", None).await.unwrap(); // 2
+    let mut stream = c
+        .watch(
+            "a/",
+            Some(WatchOptions::new().with_prefix().with_prev_key()),
+        )
+        .await
+        .unwrap();
+    let created = stream.message().await.unwrap().unwrap();
+    assert!(created.created());
+    assert_eq!(created.header().unwrap().revision(), 2);
+    let prefix_id = created.watch_id();
+    stream
+        .watch(
+            "b",
+            Some(
+                WatchOptions::new()
+                    .with_start_revision(1)
+                    .with_filters([etcd_client::WatchFilterType::NoPut]),
+            ),
+        )
+        .await
+        .unwrap();
+    let created = stream.message().await.unwrap().unwrap();
+    let b_id = created.watch_id();
+    assert_ne!(b_id, prefix_id);
+
+    c.put("a/1", "new", None).await.unwrap(); // 3
+    c.put("b", "1", None).await.unwrap(); // 4
+    c.delete("b", None).await.unwrap(); // 5
+    let resp = stream.message().await.unwrap().unwrap();
+    assert_eq!(resp.watch_id(), prefix_id);
+    let ev = &resp.events()[0];
+    assert_eq!(ev.event_type(), EventType::Put);
+    assert_eq!(ev.kv().unwrap().value(), b"new");
+    assert_eq!(ev.prev_kv().unwrap().value(), b"old");
+    // Only b's delete: its put is filtered out.
+    let resp = stream.message().await.unwrap().unwrap();
+    assert_eq!(resp.watch_id(), b_id);
+    assert_eq!(resp.events().len(), 1);
+    assert_eq!(resp.events()[0].event_type(), EventType::Delete);
+    assert_eq!(resp.events()[0].kv().unwrap().mod_revision(), 5);
+
+    stream.request_progress().await.unwrap();
+    let progress = stream.message().await.unwrap().unwrap();
+    assert_eq!(progress.watch_id(), -1);
+    assert!(progress.events().is_empty());
+    assert_eq!(progress.header().unwrap().revision(), 5);
+
+    stream.cancel(prefix_id).await.unwrap();
+    let canceled = stream.message().await.unwrap().unwrap();
+    assert!(canceled.canceled());
+    assert_eq!(canceled.watch_id(), prefix_id);
+    c.put("a/2", "x", None).await.unwrap(); // 6: nobody watches it now
+    c.delete("b", None).await.unwrap(); // deletes nothing: no event
+    c.put("b", "2", None).await.unwrap(); // 7
+    c.delete("b", None).await.unwrap(); // 8
+    let resp = stream.message().await.unwrap().unwrap();
+    assert_eq!(resp.watch_id(), b_id);
+    assert_eq!(resp.events()[0].kv().unwrap().mod_revision(), 8);
+    node.shutdown().await;
 }

@@ -11,6 +11,8 @@
 //! - [`diff`] sends one script of requests to both servers and compares
 //!   the responses field by field; [`watch_diff`] does the same for watch
 //!   streams.
+//! - [`recorder`] records writes and raw watch streams for the watch
+//!   validator.
 //!
 //! Missing etcd binaries fail the test with a pointer to `scripts/test.sh`,
 //! which installs them: a compatibility test that skips itself cannot fail.
@@ -18,6 +20,7 @@
 pub mod diff;
 mod etcdctl;
 mod process;
+pub mod recorder;
 pub mod watch_diff;
 
 pub use self::etcdctl::{Etcdctl, Kv};
