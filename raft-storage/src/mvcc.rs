@@ -1141,14 +1141,23 @@ mod tests {
         let weak: Weak<dyn Observer> = Arc::downgrade(&rec) as Weak<dyn Observer>;
         store.set_observer(weak);
         store
-            .apply(vec![put(1, "a"), put(2, "b"), delete(3, "a"), delete(4, "zz")])
+            .apply(vec![
+                put(1, "a"),
+                put(2, "b"),
+                delete(3, "a"),
+                delete(4, "zz"),
+            ])
             .unwrap();
         store.apply(vec![put(5, "a")]).unwrap();
         let got = rec.0.lock().clone();
         assert_eq!(got.len(), 2);
         assert_eq!(
             summary(&got[0].events),
-            vec![(2, "a".into(), false), (3, "b".into(), false), (4, "a".into(), true)]
+            vec![
+                (2, "a".into(), false),
+                (3, "b".into(), false),
+                (4, "a".into(), true)
+            ]
         );
         assert_eq!(got[0].revision, 4);
         let kv = got[1].events[0].kv.as_ref().unwrap();
