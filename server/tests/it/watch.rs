@@ -362,3 +362,88 @@ async fn etcd_client_watch() {
     assert_eq!(resp.events()[0].kv().unwrap().mod_revision(), 8);
     node.shutdown().await;
 }
+
+/// 10,000 watchers over 100 streams while 8 writers run, one stream
+/// stalled throughout: every write completes, and every stream, the
+/// stalled one included once it reads again, gets exactly its events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_watchers_and_a_stalled_stream() {
+    const STREAMS: usize = 100;
+    const PER_STREAM: usize = 100;
+    const KEYS: usize = 500;
+    const WRITERS: usize = 8;
+    const PUTS_PER_WRITER: usize = 250;
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path()).await;
+    let ep = endpoint(&node);
+
+    // Stream 0 is stalled (tiny windows, never read until the end); it
+    // watches everything. The others watch single keys and prefixes.
+    let mut streams = Vec::with_capacity(STREAMS);
+    for s in 0..STREAMS {
+        let mut r = Recorder::open(connect(&ep, s == 0).await).await;
+        for j in 0..PER_STREAM {
+            let create = match (s, j % 10) {
+                (0, _) => with_prev_kv(watch("", "\0", 0)),
+                (_, 0) => watch(&format!("k{}", j % 10), &format!("k{}", j % 10 + 1), 0),
+                _ => watch(&format!("k{}", (s * PER_STREAM + j) % KEYS), "", 0),
+            };
+            r.create(create);
+        }
+        r.sync().await;
+        streams.push(r);
+    }
+
+    let writers = (0..WRITERS).map(|wi| {
+        let ep = ep.clone();
+        tokio::spawn(async move {
+            let mut kv =
+                cairn_proto::etcdserverpb::kv_client::KvClient::new(connect(&ep, false).await);
+            let mut done = Vec::new();
+            for i in 0..PUTS_PER_WRITER {
+                let key = format!("k{}", (wi * PUTS_PER_WRITER + i * 7) % KEYS);
+                let value = format!("w{wi}-{i}").into_bytes();
+                let resp = kv
+                    .put(cairn_proto::etcdserverpb::PutRequest {
+                        key: key.clone().into_bytes(),
+                        value: value.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                done.push((resp.header.unwrap().revision, key, value));
+            }
+            done
+        })
+    });
+    let mut writes = Vec::new();
+    for w in writers.collect::<Vec<_>>() {
+        writes.extend(w.await.unwrap());
+    }
+    writes.sort();
+    let mut history = cairn_jepsen::watch::History::new();
+    for (rev, key, value) in writes {
+        history.commit(rev, [Change::put(key, value)]).unwrap();
+    }
+
+    let mut events = 0;
+    for r in streams.iter_mut().rev() {
+        let rev = r.sync().await;
+        assert_eq!(rev, history.revision());
+        let report = check_complete(&history, &r.stream, rev);
+        report.ensure().unwrap();
+        events += report.events;
+    }
+    assert_eq!(
+        streams[0]
+            .stream
+            .responses
+            .iter()
+            .map(|r| r.events.len())
+            .sum::<usize>(),
+        WRITERS * PUTS_PER_WRITER * PER_STREAM
+    );
+    assert!(events > WRITERS * PUTS_PER_WRITER * PER_STREAM);
+    node.shutdown().await;
+}
