@@ -22,7 +22,8 @@
 //!   history only, and the switch happens under the lock.
 //! - A progress notification at revision `r` is queued only when every
 //!   watcher concerned is synced, so it follows every event up to `r` on
-//!   the same channel (etcd #15220).
+//!   the same channel (etcd #15220), and none of them starts after `r + 1`
+//!   (a client resumes from it: etcd #20221).
 //! - Nothing here blocks on a client: streams take `try_send`; the only
 //!   awaits (`reserve` for control replies) happen in the stream's own
 //!   task, before the lock is taken.
@@ -150,8 +151,6 @@ struct StreamState {
     next_id: i64,
     /// How many of its watchers are unsynced.
     unsynced: usize,
-    /// A progress request waits for its watchers to catch up.
-    pending_progress: bool,
 }
 
 #[derive(Debug, Default)]
@@ -163,6 +162,8 @@ struct Inner {
     synced: Group<Key>,
     unsynced: HashSet<Key>,
     streams: HashMap<StreamId, StreamState>,
+    /// Streams whose progress request waits for them to catch up.
+    pending: HashSet<StreamId>,
     next_key: Key,
     next_stream: StreamId,
     closed: bool,
@@ -215,33 +216,68 @@ impl Inner {
         }
     }
 
-    /// Answers the stream's deferred progress request once all its
-    /// watchers are synced.
+    /// Whether a progress response at the hub's revision is honest for
+    /// every watcher of the stream: each is synced, and none starts in the
+    /// future, since a client resumes from a progress revision and would
+    /// then get events from before its start (etcd #20221).
+    fn stream_caught_up(&self, stream: StreamId) -> bool {
+        self.streams.get(&stream).is_some_and(|st| {
+            st.unsynced == 0
+                && st
+                    .ids
+                    .values()
+                    .all(|k| self.watchers.get(k).is_none_or(|w| !self.is_future(w)))
+        })
+    }
+
+    fn is_future(&self, w: &Watcher) -> bool {
+        w.next > self.rev + 1
+    }
+
+    /// Answers the stream's deferred progress request once it is caught
+    /// up.
     fn answer_progress(&mut self, stream: StreamId) {
-        let rev = self.rev;
-        if let Some(st) = self.streams.get_mut(&stream) {
-            if st.pending_progress && st.unsynced == 0 {
-                let progress = Out::Progress {
-                    watch_id: -1,
-                    revision: rev,
-                };
-                if !matches!(st.tx.try_send(progress), Err(TrySendError::Full(_))) {
-                    st.pending_progress = false;
-                }
-            }
+        if !self.pending.contains(&stream) || !self.stream_caught_up(stream) {
+            return;
+        }
+        let Some(st) = self.streams.get(&stream) else {
+            self.pending.remove(&stream);
+            return;
+        };
+        let progress = Out::Progress {
+            watch_id: -1,
+            revision: self.rev,
+        };
+        if !matches!(st.tx.try_send(progress), Err(TrySendError::Full(_))) {
+            self.pending.remove(&stream);
         }
     }
 
+    /// Answers every deferred progress request that can be. Returns
+    /// whether any was.
+    fn answer_pending(&mut self) -> bool {
+        let before = self.pending.len();
+        let pending: Vec<StreamId> = self.pending.iter().copied().collect();
+        for stream in pending {
+            self.answer_progress(stream);
+        }
+        self.pending.len() < before
+    }
+
+    /// Whether the sync thread has something to do: unsynced watchers, or
+    /// a caught-up stream whose progress answer did not fit its queue. (A
+    /// stream waiting for a future start is answered by a later apply.)
     fn has_work(&self) -> bool {
-        !self.unsynced.is_empty() || self.streams.values().any(|s| s.pending_progress)
+        !self.unsynced.is_empty() || self.pending.iter().any(|s| self.stream_caught_up(*s))
     }
 
     /// Periodic progress for watchers that asked for it: sent to each synced
-    /// one that got no events since the last tick.
+    /// one, not waiting for a future start, that got no events since the
+    /// last tick.
     fn tick(&mut self) {
         let rev = self.rev;
         for w in self.watchers.values_mut().filter(|w| w.progress_notify) {
-            if w.synced && w.quiet {
+            if w.synced && w.quiet && w.next <= rev + 1 {
                 if let Some(st) = self.streams.get(&w.stream) {
                     let _ = st.tx.try_send(Out::Progress {
                         watch_id: w.id,
@@ -295,12 +331,14 @@ impl Hub {
         });
         let observer: Arc<dyn Observer> = hub.clone();
         hub.store.set_observer(Arc::downgrade(&observer));
-        // Anything applied between reading the revision above and hanging
-        // the observer would be lost: re-read it under the lock.
+        // An apply between reading the revision above and hanging the
+        // observer told no one: read it again (before taking the hub lock,
+        // which is never held across a store read).
+        let (rev, compact) = (hub.store.revision(), hub.store.compact_revision());
         {
             let mut inner = hub.inner.lock();
-            inner.rev = hub.store.revision();
-            inner.compact = hub.store.compact_revision();
+            inner.rev = inner.rev.max(rev);
+            inner.compact = inner.compact.max(compact);
         }
         let thread = {
             let hub = hub.clone();
@@ -321,6 +359,7 @@ impl Hub {
         let mut inner = self.inner.lock();
         inner.closed = true;
         inner.streams.clear();
+        inner.pending.clear();
         inner.watchers.clear();
         inner.unsynced.clear();
         inner.synced = Group::default();
@@ -352,7 +391,6 @@ impl Hub {
                 ids: HashMap::new(),
                 next_id: 0,
                 unsynced: 0,
-                pending_progress: false,
             },
         );
         Some((id, tx, rx))
@@ -369,6 +407,7 @@ impl Hub {
             inner.remove(key);
         }
         inner.streams.remove(&stream);
+        inner.pending.remove(&stream);
     }
 
     /// Creates a watcher on `stream` and queues the reply through `permit`,
@@ -465,19 +504,17 @@ impl Hub {
     /// synced; otherwise once they are.
     pub(crate) fn request_progress(&self, stream: StreamId, permit: Permit<'_, Out>) {
         let mut inner = self.inner.lock();
-        let rev = inner.rev;
-        let Some(st) = inner.streams.get_mut(&stream) else {
+        if !inner.streams.contains_key(&stream) {
             return;
-        };
-        if st.unsynced == 0 {
+        }
+        if inner.stream_caught_up(stream) {
             permit.send(Out::Progress {
                 watch_id: -1,
-                revision: rev,
+                revision: inner.rev,
             });
         } else {
-            st.pending_progress = true;
-            drop(inner);
-            self.wake.notify_one();
+            // Answered by the sync thread or by a later apply.
+            inner.pending.insert(stream);
         }
     }
 
@@ -512,17 +549,25 @@ impl Hub {
     fn sync_round(&self) -> bool {
         let (target, compact, picks) = {
             let inner = self.inner.lock();
+            // A stream with no room would refuse what a history read
+            // yields: skip its watchers until it drains.
+            let has_room = |w: &Watcher| {
+                inner
+                    .streams
+                    .get(&w.stream)
+                    .is_some_and(|st| st.tx.capacity() > 0)
+            };
             let picks: Vec<Pick> = inner
                 .unsynced
                 .iter()
+                .filter_map(|key| inner.watchers.get(key).map(|w| (key, w)))
+                .filter(|(_, w)| has_room(w))
                 .take(MAX_WATCHERS_PER_ROUND)
-                .filter_map(|key| {
-                    inner.watchers.get(key).map(|w| Pick {
-                        key: *key,
-                        next: w.next,
-                        span: w.span.clone(),
-                        filters: w.filters,
-                    })
+                .map(|(key, w)| Pick {
+                    key: *key,
+                    next: w.next,
+                    span: w.span.clone(),
+                    filters: w.filters,
                 })
                 .collect();
             (inner.rev, inner.compact, picks)
@@ -604,17 +649,10 @@ impl Hub {
                 inner.to_synced(p.key);
             }
         }
-        let pending: Vec<StreamId> = inner
-            .streams
-            .iter()
-            .filter(|(_, st)| st.pending_progress && st.unsynced == 0)
-            .map(|(id, _)| *id)
-            .chain(streams)
-            .collect();
-        for stream in pending {
+        for stream in streams {
             inner.answer_progress(stream);
         }
-        moved
+        inner.answer_pending() || moved
     }
 }
 
@@ -657,6 +695,7 @@ impl Observer for Hub {
         inner.rev = changes.revision;
         inner.compact = changes.compact;
         if changes.events.is_empty() || inner.watchers.is_empty() {
+            inner.answer_pending();
             return;
         }
         let mut batches: HashMap<Key, Vec<Arc<Event>>> = HashMap::new();
@@ -695,11 +734,14 @@ impl Observer for Hub {
                 Err(TrySendError::Closed(_)) => {}
             }
         }
+        for (key, first) in &slow {
+            inner.to_unsynced(*key, *first);
+        }
+        // After the events: a progress request waiting for a future
+        // start may now be answered behind them.
+        inner.answer_pending();
         if slow.is_empty() {
             return;
-        }
-        for (key, first) in slow {
-            inner.to_unsynced(key, first);
         }
         drop(guard);
         self.wake.notify_one();

@@ -447,3 +447,30 @@ async fn ten_thousand_watchers_and_a_stalled_stream() {
     assert!(events > WRITERS * PUTS_PER_WRITER * PER_STREAM);
     node.shutdown().await;
 }
+
+/// A progress request waits while a watcher of its stream starts in the
+/// future: a client resumes from a progress revision, and must not be told
+/// of one below its start (etcd #20221).
+#[tokio::test]
+async fn progress_waits_for_a_watcher_from_the_future() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path()).await;
+    let mut w = Writer::new(connect(&endpoint(&node), false).await);
+    let mut r = Recorder::open(connect(&endpoint(&node), false).await).await;
+    w.put("a", "1").await; // 2
+    r.create(watch("a", "", 5));
+    assert!(r.next().await.created);
+    r.request_progress();
+    w.put("b", "1").await; // 3
+    w.put("b", "2").await; // 4: the next revision is the watcher's start
+    let progress = r.next().await;
+    assert_eq!(progress.watch_id, -1);
+    assert!(progress.events.is_empty());
+    assert_eq!(progress.header.unwrap().revision, 4);
+    w.put("a", "2").await; // 5
+    let last = r.sync().await;
+    let report = check_complete(&w.history, &r.stream, last);
+    report.ensure().unwrap();
+    assert_eq!(report.events, 1);
+    node.shutdown().await;
+}

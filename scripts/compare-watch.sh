@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Measures watch fan-out against cairn and etcd (Debian's 3.4) with the same
+# load loop (benches/examples/watchload.rs), alternating A B A B on fresh data
+# dirs. Prints one JSON line a run:
+#   fanout   200 watchers (one stream each) x 500 puts by 8 writers
+#   wide     10,000 watchers over 100 streams x 100 puts, 4 writers; also
+#            RSS before and after creating them (memory per idle watcher)
+#   writes   4,000 puts by 8 writers, 100 watchers, without and with a
+#            stalled stream of 100 watchers
+#
+# usage: scripts/compare-watch.sh [rounds]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-2}
+command -v etcd >/dev/null || { echo "etcd missing: run scripts/test.sh first" >&2; exit 1; }
+cargo build --release -q --bin cairn --example watchload -p cairn-server -p cairn-benches
+load=target/release/examples/watchload
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+start() { # name -> starts the server on 127.0.0.1:23790 in the background
+  rm -rf "$work/data"
+  local flags=(--name default --data-dir "$work/data"
+    --listen-client-urls http://127.0.0.1:23790 --advertise-client-urls http://127.0.0.1:23790
+    --listen-peer-urls http://127.0.0.1:23800 --initial-advertise-peer-urls http://127.0.0.1:23800
+    --initial-cluster default=http://127.0.0.1:23800)
+  case $1 in
+    cairn) target/release/cairn "${flags[@]}" --log-level error >"$work/log" 2>&1 & ;;
+    etcd) etcd "${flags[@]}" --log-level error >"$work/log" 2>&1 & ;;
+  esac
+  pid=$!
+  for _ in $(seq 100); do
+    ETCDCTL_API=3 etcdctl --endpoints http://127.0.0.1:23790 put /ready x >/dev/null 2>&1 && return
+    sleep 0.1
+  done
+  echo "$1 did not start:" >&2; cat "$work/log" >&2; exit 1
+}
+
+run() { # server name args...
+  local server=$1 name=$2; shift 2
+  start "$server"
+  printf '{"server":"%s","round":%d,"run":"%s","result":' "$server" "$round" "$name"
+  "$load" --endpoint http://127.0.0.1:23790 --pid "$pid" "$@" | tr -d '\n'
+  echo "}"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+for round in $(seq "$rounds"); do
+  for server in cairn etcd; do
+    run "$server" fanout --watchers 200 --streams 200 --puts 500 --writers 8
+    run "$server" wide --watchers 10000 --streams 100 --puts 100 --writers 4
+    run "$server" writes --watchers 100 --streams 10 --puts 4000 --writers 8
+    run "$server" writes-stalled --watchers 100 --streams 10 --puts 4000 --writers 8 --stalled 100
+  done
+done
