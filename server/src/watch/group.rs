@@ -2,6 +2,41 @@
 //! indexed by span.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A watcher, node-wide: a sequential id the hub assigns.
+pub(crate) type Key = u64;
+
+/// Hashes [`Key`]s: a multiply-xorshift, much cheaper than SipHash on the
+/// publish path. Safe because keys are the hub's own sequential ids, never
+/// chosen by a client (client-chosen bytes, such as watched keys, keep the
+/// standard hasher).
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(self.0 ^ u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        let h = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 32);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Builds [`KeyHasher`]s.
+pub(crate) type KeyHash = BuildHasherDefault<KeyHasher>;
+/// A map keyed by watcher.
+pub(crate) type KeyMap<V> = HashMap<Key, V, KeyHash>;
+/// A set of watchers.
+pub(crate) type KeySet = HashSet<Key, KeyHash>;
 
 /// The keys a watcher covers, decided once from etcd's (key, range_end).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -46,20 +81,20 @@ impl Span {
 /// Watchers of one span share an entry, so many watchers of the same
 /// prefix (the usual controller pattern) cost one comparison per event.
 #[derive(Debug, Default)]
-pub(crate) struct Group<W> {
-    keys: HashMap<Vec<u8>, HashSet<W>>,
-    ranges: HashMap<Span, HashSet<W>>,
+pub(crate) struct Group {
+    keys: HashMap<Vec<u8>, KeySet>,
+    ranges: HashMap<Span, KeySet>,
 }
 
-impl<W: Copy + Eq + std::hash::Hash> Group<W> {
-    pub(crate) fn insert(&mut self, span: &Span, w: W) {
+impl Group {
+    pub(crate) fn insert(&mut self, span: &Span, w: Key) {
         match span {
             Span::Key(k) => self.keys.entry(k.clone()).or_default().insert(w),
             _ => self.ranges.entry(span.clone()).or_default().insert(w),
         };
     }
 
-    pub(crate) fn remove(&mut self, span: &Span, w: W) {
+    pub(crate) fn remove(&mut self, span: &Span, w: Key) {
         let (set, gone) = match span {
             Span::Key(k) => match self.keys.get_mut(k) {
                 Some(set) => (set.remove(&w), set.is_empty()),
@@ -79,7 +114,7 @@ impl<W: Copy + Eq + std::hash::Hash> Group<W> {
     }
 
     /// Calls `f` for each watcher whose span contains `key`.
-    pub(crate) fn for_each_match(&self, key: &[u8], mut f: impl FnMut(W)) {
+    pub(crate) fn for_each_match(&self, key: &[u8], mut f: impl FnMut(Key)) {
         if let Some(set) = self.keys.get(key) {
             set.iter().copied().for_each(&mut f);
         }
@@ -132,7 +167,7 @@ mod tests {
         g.insert(&key, 1);
         g.insert(&prefix, 2);
         g.insert(&prefix, 3);
-        let matches = |g: &Group<i32>, k: &[u8]| {
+        let matches = |g: &Group, k: &[u8]| {
             let mut v = Vec::new();
             g.for_each_match(k, |w| v.push(w));
             v.sort();
@@ -140,7 +175,7 @@ mod tests {
         };
         assert_eq!(matches(&g, b"a"), [1, 2, 3]);
         assert_eq!(matches(&g, b"ab"), [2, 3]);
-        assert_eq!(matches(&g, b"b"), Vec::<i32>::new());
+        assert_eq!(matches(&g, b"b"), Vec::<Key>::new());
         g.remove(&prefix, 2);
         g.remove(&key, 1);
         assert_eq!(matches(&g, b"a"), [3]);

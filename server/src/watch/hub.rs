@@ -45,7 +45,7 @@ use cairn_raft_storage::{Changes, Error as StorageError, HistoryPage, Observer, 
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::mpsc::{self, error::TrySendError, Permit};
 
-use super::group::{Group, Span};
+use super::group::{Group, Key, KeyMap, KeySet, Span};
 
 /// Messages a stream may queue before its watchers fall back to history
 /// (etcd's `chanBufLen`).
@@ -63,8 +63,6 @@ const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream
 
 /// A gRPC Watch stream, as the hub knows it.
 pub(crate) type StreamId = u64;
-/// A watcher, node-wide.
-type Key = u64;
 
 /// What a stream's sender turns into `WatchResponse`s, in queue order.
 #[derive(Debug)]
@@ -141,6 +139,9 @@ struct Watcher {
     progress_notify: bool,
     /// No events queued since the last progress tick.
     quiet: bool,
+    /// Events being gathered for one message, while the hub lock is held;
+    /// empty otherwise.
+    batch: Vec<Arc<Event>>,
 }
 
 #[derive(Debug)]
@@ -158,9 +159,9 @@ struct Inner {
     /// The last revision published to the hub.
     rev: i64,
     compact: i64,
-    watchers: HashMap<Key, Watcher>,
-    synced: Group<Key>,
-    unsynced: HashSet<Key>,
+    watchers: KeyMap<Watcher>,
+    synced: Group,
+    unsynced: KeySet,
     streams: HashMap<StreamId, StreamState>,
     /// Streams whose progress request waits for them to catch up.
     pending: HashSet<StreamId>,
@@ -463,6 +464,7 @@ impl Hub {
             fragment: spec.fragment,
             progress_notify: spec.progress_notify,
             quiet: true,
+            batch: Vec::new(),
         };
         if synced {
             inner.synced.insert(&w.span, key);
@@ -657,16 +659,12 @@ impl Hub {
 }
 
 /// Splits a history page into each pick's events.
-fn split(
-    picks: &[Pick],
-    group: &Group<Key>,
-    page: Option<HistoryPage>,
-) -> HashMap<Key, Vec<Arc<Event>>> {
-    let mut batches: HashMap<Key, Vec<Arc<Event>>> = HashMap::new();
+fn split(picks: &[Pick], group: &Group, page: Option<HistoryPage>) -> KeyMap<Vec<Arc<Event>>> {
+    let mut batches: KeyMap<Vec<Arc<Event>>> = KeyMap::default();
     let Some(page) = page else {
         return batches;
     };
-    let picks: HashMap<Key, &Pick> = picks.iter().map(|p| (p.key, p)).collect();
+    let picks: KeyMap<&Pick> = picks.iter().map(|p| (p.key, p)).collect();
     for ev in page.events {
         let ev = Arc::new(ev);
         let (key, rev) = key_rev(&ev);
@@ -698,24 +696,32 @@ impl Observer for Hub {
             inner.answer_pending();
             return;
         }
-        let mut batches: HashMap<Key, Vec<Arc<Event>>> = HashMap::new();
+        // Each watcher collects its events in its own `batch`; `touched`
+        // lists the watchers that got any, in first-event order.
+        let mut touched = Vec::new();
         for ev in changes.events {
             let ev = Arc::new(ev);
             let (key, rev) = key_rev(&ev);
-            let watchers = &inner.watchers;
+            let watchers = &mut inner.watchers;
             inner.synced.for_each_match(key, |k| {
-                let w = &watchers[&k];
+                let w = watchers
+                    .get_mut(&k)
+                    .expect("invariant: a synced watcher is registered");
                 if rev >= w.next && w.filters.wants(&ev) {
-                    batches.entry(k).or_default().push(ev.clone());
+                    if w.batch.is_empty() {
+                        touched.push(k);
+                    }
+                    w.batch.push(ev.clone());
                 }
             });
         }
         let mut slow = Vec::new();
-        for (key, events) in batches {
+        for key in touched {
             let w = inner
                 .watchers
                 .get_mut(&key)
                 .expect("invariant: a synced watcher is registered");
+            let events = std::mem::take(&mut w.batch);
             let Some(st) = inner.streams.get(&w.stream) else {
                 continue;
             };
