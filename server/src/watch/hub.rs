@@ -171,7 +171,7 @@ struct Inner {
 }
 
 impl Inner {
-    fn to_unsynced(&mut self, key: Key, next: i64) {
+    fn mark_unsynced(&mut self, key: Key, next: i64) {
         let Some(w) = self.watchers.get_mut(&key) else {
             return;
         };
@@ -186,7 +186,7 @@ impl Inner {
         w.next = w.next.max(next);
     }
 
-    fn to_synced(&mut self, key: Key) {
+    fn mark_synced(&mut self, key: Key) {
         let Some(w) = self.watchers.get_mut(&key) else {
             return;
         };
@@ -648,7 +648,7 @@ impl Hub {
             moved = true;
             if w.next > inner.rev {
                 streams.insert(w.stream);
-                inner.to_synced(p.key);
+                inner.mark_synced(p.key);
             }
         }
         for stream in streams {
@@ -741,7 +741,7 @@ impl Observer for Hub {
             }
         }
         for (key, first) in &slow {
-            inner.to_unsynced(*key, *first);
+            inner.mark_unsynced(*key, *first);
         }
         // After the events: a progress request waiting for a future
         // start may now be answered behind them.
@@ -767,7 +767,7 @@ impl Observer for Hub {
             .map(|(k, _)| *k)
             .collect();
         for key in synced {
-            inner.to_unsynced(key, old + 1);
+            inner.mark_unsynced(key, old + 1);
         }
         drop(inner);
         self.wake.notify_one();
