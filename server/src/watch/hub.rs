@@ -575,12 +575,17 @@ impl Hub {
             (inner.rev, inner.compact, picks)
         };
 
+        // etcd's compact revision is -1 before the first compaction: a
+        // start below it is cancelled as compacted, and a start of -1 reads
+        // no history (etcd scans from an impossible revision) and so is
+        // "from now".
+        let compact = if compact == 0 { -1 } else { compact };
         // Read one page of history for every pick that can be served.
         let mut group = Group::default();
         let mut from = i64::MAX;
         for p in picks
             .iter()
-            .filter(|p| p.next >= compact && p.next <= target)
+            .filter(|p| p.next >= compact.max(1) && p.next <= target)
         {
             group.insert(&p.span, p.key);
             from = from.min(p.next);
@@ -644,7 +649,11 @@ impl Hub {
                 }
                 w.quiet = false;
             }
-            w.next = w.next.max(covered);
+            w.next = if p.next < 1 {
+                target + 1
+            } else {
+                w.next.max(covered)
+            };
             moved = true;
             if w.next > inner.rev {
                 streams.insert(w.stream);

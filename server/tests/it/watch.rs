@@ -106,6 +106,23 @@ async fn watch_script_matches_etcd() {
     s.step("put 9", Write(put("a", "6").into())); // 9
     s.step("put 10", Write(put("a", "7").into())); // 10
     s.step("progress after the future watch fired", Progress(1));
+    s.step(
+        "watch from a negative revision",
+        Watch(2, watch("a", "", -3)),
+    );
+    s.run().await;
+}
+
+/// A negative start on a store never compacted: etcd cancels the watcher
+/// as compacted, with compact revision -1.
+#[tokio::test]
+async fn negative_start_matches_etcd() {
+    use Step::*;
+    let mut s = WatchScript::new();
+    s.step("put a", Write(put("a", "1").into())); // 2
+    s.step("watch from -3", Watch(0, watch("a", "", -3)));
+    s.step("watch from -1", Watch(0, watch("a", "", -1)));
+    s.step("put a again", Write(put("a", "2").into())); // 3
     s.run().await;
 }
 
