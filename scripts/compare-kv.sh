@@ -8,29 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-2}
 total=${2:-50000}
-command -v etcd >/dev/null || { echo "etcd missing: run scripts/test.sh first" >&2; exit 1; }
+source scripts/bench-servers.sh
 cargo build --release -q --bin cairn --example kvload -p cairn-server -p cairn-benches
 kvload=target/release/examples/kvload
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-
-start() { # name -> starts the server on 127.0.0.1:23790 in the background
-  rm -rf "$work/data"
-  local flags=(--name default --data-dir "$work/data"
-    --listen-client-urls http://127.0.0.1:23790 --advertise-client-urls http://127.0.0.1:23790
-    --listen-peer-urls http://127.0.0.1:23800 --initial-advertise-peer-urls http://127.0.0.1:23800
-    --initial-cluster default=http://127.0.0.1:23800)
-  case $1 in
-    cairn) target/release/cairn "${flags[@]}" --log-level error >"$work/log" 2>&1 & ;;
-    etcd) etcd "${flags[@]}" --log-level error >"$work/log" 2>&1 & ;;
-  esac
-  pid=$!
-  for _ in $(seq 100); do
-    ETCDCTL_API=3 etcdctl --endpoints http://127.0.0.1:23790 put /ready x >/dev/null 2>&1 && return
-    sleep 0.1
-  done
-  echo "$1 did not start:" >&2; cat "$work/log" >&2; exit 1
-}
 
 for round in $(seq "$rounds"); do
   for server in cairn etcd; do

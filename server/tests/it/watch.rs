@@ -11,10 +11,10 @@ use cairn_proto::etcdserverpb::WatchCreateRequest;
 use cairn_server::{Config, Node};
 use etcd_client::{EventType, WatchOptions};
 
+use crate::client;
 use crate::support::diff::{compact, del, del_span, put, txn, IntoOp};
 use crate::support::recorder::{connect, Recorder, Writer};
 use crate::support::watch_diff::{Step, WatchScript};
-use crate::{client, start};
 
 fn watch(key: &str, range_end: &str, start_revision: i64) -> WatchCreateRequest {
     WatchCreateRequest {
@@ -130,6 +130,40 @@ fn endpoint(node: &Node) -> String {
     format!("http://{}", node.client_addrs()[0])
 }
 
+/// An in-process node for a watch test, with its writers and recorders.
+struct Fixture {
+    node: Node,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn start() -> Self {
+        Self::start_with(|c| c).await
+    }
+
+    async fn start_with(config: impl FnOnce(Config) -> Config) -> Self {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let node = Node::start(config(Config::default_for_tests(dir.path())))
+            .await
+            .expect("node starts");
+        Self { node, _dir: dir }
+    }
+
+    async fn writer(&self) -> Writer {
+        Writer::new(connect(&endpoint(&self.node), false).await)
+    }
+
+    /// A recorded stream; with `small_windows`, one that backs up into the
+    /// server soon after its client stops reading.
+    async fn recorder(&self, small_windows: bool) -> Recorder {
+        Recorder::open(connect(&endpoint(&self.node), small_windows).await).await
+    }
+
+    async fn stop(self) {
+        self.node.shutdown().await;
+    }
+}
+
 fn with_prev_kv(c: WatchCreateRequest) -> WatchCreateRequest {
     WatchCreateRequest { prev_kv: true, ..c }
 }
@@ -139,10 +173,9 @@ fn with_prev_kv(c: WatchCreateRequest) -> WatchCreateRequest {
 /// watcher got everything up to the last revision.
 #[tokio::test]
 async fn recorded_streams_keep_every_guarantee() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path()).await;
-    let mut w = Writer::new(connect(&endpoint(&node), false).await);
-    let mut r = Recorder::open(connect(&endpoint(&node), false).await).await;
+    let f = Fixture::start().await;
+    let mut w = f.writer().await;
+    let mut r = f.recorder(false).await;
     let mut live = BTreeSet::new();
     for i in 0..20 {
         let key = format!("k{}", i % 5);
@@ -196,7 +229,7 @@ async fn recorded_streams_keep_every_guarantee() {
     report.ensure().unwrap();
     assert_eq!(report.watchers, 5);
     assert!(report.events > 400, "{report:?}");
-    node.shutdown().await;
+    f.stop().await;
 }
 
 /// A stream whose client stops reading backs up into the server: its
@@ -204,11 +237,10 @@ async fn recorded_streams_keep_every_guarantee() {
 /// reads again it gets everything, in order, once.
 #[tokio::test]
 async fn a_stalled_stream_blocks_no_write_and_catches_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path()).await;
-    let mut w = Writer::new(connect(&endpoint(&node), false).await);
-    let mut slow = Recorder::open(connect(&endpoint(&node), true).await).await;
-    let mut fast = Recorder::open(connect(&endpoint(&node), false).await).await;
+    let f = Fixture::start().await;
+    let mut w = f.writer().await;
+    let mut slow = f.recorder(true).await;
+    let mut fast = f.recorder(false).await;
     for r in [&mut slow, &mut fast] {
         r.create(with_prev_kv(watch("", "\0", 0)));
         r.next().await;
@@ -226,7 +258,7 @@ async fn a_stalled_stream_blocks_no_write_and_catches_up() {
         report.ensure().unwrap();
         assert_eq!(report.events, 1000);
     }
-    node.shutdown().await;
+    f.stop().await;
 }
 
 /// A watcher that fell behind and whose next revision is then compacted is
@@ -234,10 +266,9 @@ async fn a_stalled_stream_blocks_no_write_and_catches_up() {
 /// #18089, #17529).
 #[tokio::test]
 async fn compaction_during_catch_up_cancels_the_watcher() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path()).await;
-    let mut w = Writer::new(connect(&endpoint(&node), false).await);
-    let mut slow = Recorder::open(connect(&endpoint(&node), true).await).await;
+    let f = Fixture::start().await;
+    let mut w = f.writer().await;
+    let mut slow = f.recorder(true).await;
     slow.create(watch("k", "l", 0));
     slow.next().await;
     let value = vec![b'x'; 2048];
@@ -263,22 +294,20 @@ async fn compaction_during_catch_up_cancels_the_watcher() {
     check_complete(&w.history, &slow.stream, last)
         .ensure()
         .unwrap();
-    node.shutdown().await;
+    f.stop().await;
 }
 
 /// A revision bigger than `--max-request-bytes` is split into fragments
 /// only for a watcher that asked for them.
 #[tokio::test]
 async fn fragments_only_when_asked() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(Config {
+    let f = Fixture::start_with(|c| Config {
         max_request_bytes: 4096,
-        ..Config::default_for_tests(dir.path())
+        ..c
     })
-    .await
-    .unwrap();
-    let mut w = Writer::new(connect(&endpoint(&node), false).await);
-    let mut r = Recorder::open(connect(&endpoint(&node), false).await).await;
+    .await;
+    let mut w = f.writer().await;
+    let mut r = f.recorder(false).await;
     for i in 0..4 {
         w.put(&format!("k{i}"), vec![b'v'; 1500]).await;
     }
@@ -307,16 +336,15 @@ async fn fragments_only_when_asked() {
     assert_eq!(fragments.iter().map(|f| f.0).sum::<usize>(), 4);
     assert_eq!(shape(1), [(4, false)]);
     check_complete(&w.history, &r.stream, rev).ensure().unwrap();
-    node.shutdown().await;
+    f.stop().await;
 }
 
 /// The `etcd-client` crate: several watchers on one stream, prev_kv,
 /// filters, progress and cancel.
 #[tokio::test]
 async fn etcd_client_watch() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path()).await;
-    let mut c = client(&node).await;
+    let f = Fixture::start().await;
+    let mut c = client(&f.node).await;
     c.put("a/1", "old", None).await.unwrap(); // 2
     let mut stream = c
         .watch(
@@ -377,7 +405,7 @@ async fn etcd_client_watch() {
     let resp = stream.message().await.unwrap().unwrap();
     assert_eq!(resp.watch_id(), b_id);
     assert_eq!(resp.events()[0].kv().unwrap().mod_revision(), 8);
-    node.shutdown().await;
+    f.stop().await;
 }
 
 /// 10,000 watchers over 100 streams while 8 writers run, one stream
@@ -390,15 +418,14 @@ async fn ten_thousand_watchers_and_a_stalled_stream() {
     const KEYS: usize = 500;
     const WRITERS: usize = 8;
     const PUTS_PER_WRITER: usize = 250;
-    let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path()).await;
-    let ep = endpoint(&node);
+    let f = Fixture::start().await;
+    let ep = endpoint(&f.node);
 
     // Stream 0 is stalled (tiny windows, never read until the end); it
     // watches everything. The others watch single keys and prefixes.
     let mut streams = Vec::with_capacity(STREAMS);
     for s in 0..STREAMS {
-        let mut r = Recorder::open(connect(&ep, s == 0).await).await;
+        let mut r = f.recorder(s == 0).await;
         for j in 0..PER_STREAM {
             let create = match (s, j % 10) {
                 (0, _) => with_prev_kv(watch("", "\0", 0)),
@@ -462,7 +489,7 @@ async fn ten_thousand_watchers_and_a_stalled_stream() {
         WRITERS * PUTS_PER_WRITER * PER_STREAM
     );
     assert!(events > WRITERS * PUTS_PER_WRITER * PER_STREAM);
-    node.shutdown().await;
+    f.stop().await;
 }
 
 /// A progress request waits while a watcher of its stream starts in the
@@ -470,10 +497,9 @@ async fn ten_thousand_watchers_and_a_stalled_stream() {
 /// of one below its start (etcd #20221).
 #[tokio::test]
 async fn progress_waits_for_a_watcher_from_the_future() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path()).await;
-    let mut w = Writer::new(connect(&endpoint(&node), false).await);
-    let mut r = Recorder::open(connect(&endpoint(&node), false).await).await;
+    let f = Fixture::start().await;
+    let mut w = f.writer().await;
+    let mut r = f.recorder(false).await;
     w.put("a", "1").await; // 2
     r.create(watch("a", "", 5));
     assert!(r.next().await.created);
@@ -489,5 +515,5 @@ async fn progress_waits_for_a_watcher_from_the_future() {
     let report = check_complete(&w.history, &r.stream, last);
     report.ensure().unwrap();
     assert_eq!(report.events, 1);
-    node.shutdown().await;
+    f.stop().await;
 }
