@@ -49,9 +49,9 @@ use super::group::{Group, Key, KeyMap, KeySet, Span};
 
 /// Messages a stream may queue before its watchers fall back to history
 /// (etcd's `chanBufLen`).
-pub(crate) const STREAM_BUFFER: usize = 128;
+const STREAM_BUFFER: usize = 128;
 /// Revisions one history page covers (etcd's `watchBatchMaxRevs`).
-pub(crate) const MAX_PAGE_REVISIONS: usize = 1000;
+const MAX_PAGE_REVISIONS: usize = 1000;
 /// Unsynced watchers one sync round serves (etcd's `maxWatchersPerSync`).
 const MAX_WATCHERS_PER_ROUND: usize = 512;
 /// How long the sync thread waits before retrying streams that were full.

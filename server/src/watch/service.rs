@@ -25,6 +25,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::hub::{Hub, Out, Spec, StreamId};
 use crate::header::Header;
+use crate::status::RequestError;
 use crate::tracked::Tracker;
 
 /// The Watch service of one node.
@@ -62,7 +63,7 @@ impl Watch for WatchService {
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<WatchStream>, Status> {
         let Some((id, tx, rx)) = self.hub.open_stream() else {
-            return Err(Status::unavailable("etcdserver: server stopped"));
+            return Err(RequestError::Stopped.into());
         };
         let requests = request.into_inner();
         let (hub, tracker) = (self.hub.clone(), self.tracker.clone());
