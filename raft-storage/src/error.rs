@@ -38,9 +38,12 @@ pub enum ApplyError {
     /// A compaction above the current revision.
     #[error("mvcc: required revision is a future revision")]
     FutureRevision,
-    /// A put names a lease that does not exist.
+    /// A put or revoke names a lease that does not exist.
     #[error("requested lease not found")]
     LeaseNotFound,
+    /// A grant names a lease that exists.
+    #[error("lease already exists")]
+    LeaseExists,
     /// A put with ignore_value or ignore_lease on a key that does not exist.
     #[error("key not found")]
     KeyNotFound,

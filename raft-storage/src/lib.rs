@@ -6,6 +6,8 @@
 //!   messages.
 //! - `revision`: revisions and their byte encoding.
 //! - `index`: the in-memory key index (generations, tombstones).
+//! - `lease`: leases as replicated state (grant, revoke, checkpoint, the
+//!   keys each one holds); expiry is the server's, through Raft.
 //! - `mvcc`: the [`Store`]: apply, range, compaction, history reads.
 //! - `changes`: the [`Observer`] hook that the watch hub hangs on the
 //!   store, told of every apply call's events.
@@ -29,6 +31,7 @@
 mod changes;
 mod error;
 mod index;
+mod lease;
 mod log_store;
 mod mvcc;
 mod revision;
@@ -39,6 +42,7 @@ pub mod typ;
 
 pub use changes::{Changes, HistoryPage, Observer};
 pub use error::{ApplyError, Error, Result};
+pub use lease::Lease;
 pub use log_store::LogStore;
 pub use mvcc::Store;
 pub use state_machine::StateMachine;

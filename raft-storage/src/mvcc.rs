@@ -9,6 +9,7 @@
 //! b"m/rev"           -> i64 BE                    current revision
 //! b"m/compact"       -> i64 BE                    compact revision (scheduled)
 //! b"m/compact_done"  -> i64 BE                    physical compaction finished up to
+//! b"l/" | id i64 BE  -> lease (see `lease.rs`)
 //! ```
 //!
 //! A tombstone's value is a `KeyValue` with only `key` and `mod_revision`.
@@ -40,8 +41,9 @@ use cairn_proto::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
     range_request::{SortOrder, SortTarget},
     request_op, response_op, CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest,
-    DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
-    ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    DeleteRangeResponse, LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseGrantRequest,
+    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use cairn_proto::mvccpb::{event::EventType, Event, KeyValue};
 use openraft::{BasicNode, Entry, EntryPayload, LogId, StoredMembership};
@@ -51,6 +53,7 @@ use prost::Message;
 use crate::changes::{Changes, HistoryPage, Observer};
 use crate::error::{ApplyError, Error, Result};
 use crate::index::{Index, KeyRange};
+use crate::lease::{self, Lease, Leases};
 use crate::revision::{self, Revision};
 use crate::typ::{NodeId, Request, Response, TypeConfig};
 
@@ -78,6 +81,7 @@ pub(crate) struct State {
     pub compact: i64,
     pub applied: Option<LogId<NodeId>>,
     pub membership: Membership,
+    pub leases: Leases,
 }
 
 /// A physical compaction to run: delete every change at or below `rev`
@@ -254,6 +258,16 @@ impl Store {
     /// The last applied log index, if any.
     pub fn applied_index(&self) -> Option<u64> {
         self.shared.state.read().applied.map(|l| l.index)
+    }
+
+    /// Lease `id`, with its keys, if it exists.
+    pub fn lease(&self, id: i64) -> Option<Lease> {
+        self.shared.state.read().leases.get(id)
+    }
+
+    /// Every lease ID, ascending.
+    pub fn lease_ids(&self) -> Vec<i64> {
+        self.shared.state.read().leases.ids()
     }
 
     /// Number of keys that have any history kept.
@@ -489,7 +503,15 @@ fn load_state(tree: &sled::Tree) -> Result<Loaded> {
         applied: read_postcard(tree, META_APPLIED)?.flatten(),
         membership: read_postcard(tree, META_MEMBERSHIP)?.unwrap_or_default(),
         index: Index::default(),
+        leases: Leases::default(),
     };
+    for item in tree.scan_prefix(lease::PREFIX) {
+        let (k, v) = item?;
+        st.leases.restore(&k, &v)?;
+    }
+    // The lease of each key's newest value, for keys whose newest change
+    // is a put with a lease: their attachments.
+    let mut attached: HashMap<Vec<u8>, i64> = HashMap::new();
     for item in tree.scan_prefix([revision::PREFIX]) {
         let (k, v) = item?;
         let (rev, tombstone) = Revision::from_key(&k)
@@ -503,6 +525,14 @@ fn load_state(tree: &sled::Tree) -> Result<Loaded> {
         let kv = decode_kv(rev, &v)?;
         st.index
             .restore(&kv.key, rev, tombstone, kv.create_revision, kv.version);
+        if tombstone || kv.lease == 0 {
+            attached.remove(&kv.key);
+        } else {
+            attached.insert(kv.key, kv.lease);
+        }
+    }
+    for (key, lease) in attached {
+        st.leases.restore_key(&key, lease)?;
     }
     let done = read_i64(tree, META_COMPACT_DONE)?.unwrap_or(0);
     let mut resume = None;
@@ -733,6 +763,9 @@ impl Writer<'_> {
                 jobs.extend(job);
                 resp
             }
+            Request::LeaseGrant(g) => self.lease_grant(&g),
+            Request::LeaseRevoke(r) => self.lease_revoke(&r)?,
+            Request::LeaseCheckpoint(c) => self.lease_checkpoint(&c),
             Request::Batch(reqs) => {
                 let mut out = Vec::with_capacity(reqs.len());
                 for r in reqs {
@@ -748,9 +781,8 @@ impl Writer<'_> {
     }
 
     fn check_put(&self, p: &PutRequest) -> Result<Result<(), ApplyError>> {
-        // No lease exists until the lease service lands, so any lease is
-        // unknown. ignore_lease takes the key's lease and needs no check.
-        if p.lease != 0 {
+        // ignore_lease takes the key's lease, which exists: no check.
+        if p.lease != 0 && !self.st.leases.contains(p.lease) {
             return Ok(Err(ApplyError::LeaseNotFound));
         }
         if (p.ignore_value || p.ignore_lease) && self.live_value(&p.key)?.is_none() {
@@ -791,6 +823,7 @@ impl Writer<'_> {
         };
         let rev = self.next_rev();
         let (created, version) = self.st.index.entry(&p.key).put(rev);
+        self.st.leases.attach(&p.key, lease);
         let kv = KeyValue {
             key: p.key.clone(),
             create_revision: created,
@@ -823,20 +856,77 @@ impl Writer<'_> {
             }
         }
         for (key, _) in &live {
-            let rev = self.next_rev();
-            self.st.index.entry(key).tombstone(rev);
-            let kv = KeyValue {
-                key: key.clone(),
-                mod_revision: rev.main,
-                ..Default::default()
-            };
-            self.batch.insert(rev.to_key(true), kv.encode_to_vec());
-            self.written.events.push(event(kv, true));
+            self.tombstone(key);
         }
         Ok(DeleteRangeResponse {
             header: Some(header(self.read_rev())),
             deleted: live.len() as i64,
             prev_kvs,
+        })
+    }
+
+    /// Deletes live `key` at the next sub revision.
+    fn tombstone(&mut self, key: &[u8]) {
+        let rev = self.next_rev();
+        self.st.index.entry(key).tombstone(rev);
+        self.st.leases.detach(key);
+        let kv = KeyValue {
+            key: key.to_vec(),
+            mod_revision: rev.main,
+            ..Default::default()
+        };
+        self.batch.insert(rev.to_key(true), kv.encode_to_vec());
+        self.written.events.push(event(kv, true));
+    }
+
+    fn lease_grant(&mut self, g: &LeaseGrantRequest) -> Response {
+        // The proposer picks an ID for a client that leaves it 0.
+        if g.id == 0 {
+            return Response::Rejected(ApplyError::LeaseNotFound);
+        }
+        if self.st.leases.contains(g.id) {
+            return Response::Rejected(ApplyError::LeaseExists);
+        }
+        let (k, v) = self.st.leases.grant(g.id, g.ttl);
+        self.batch.insert(k, v);
+        Response::LeaseGrant(LeaseGrantResponse {
+            header: Some(header(self.st.current)),
+            id: g.id,
+            ttl: g.ttl,
+            error: String::new(),
+        })
+    }
+
+    /// Revokes a lease: its keys are deleted in one revision, in key
+    /// order, as etcd does.
+    fn lease_revoke(&mut self, r: &LeaseRevokeRequest) -> Result<Response> {
+        let Some(keys) = self.st.leases.revoke(r.id) else {
+            return Ok(Response::Rejected(ApplyError::LeaseNotFound));
+        };
+        for key in &keys {
+            if self.live_value(key)?.is_none() {
+                return Err(Error::Corruption(format!(
+                    "lease {:x} holds key {:?}, which is not live",
+                    r.id,
+                    String::from_utf8_lossy(key)
+                )));
+            }
+            self.tombstone(key);
+        }
+        self.batch.remove(lease::record_key(r.id));
+        Ok(Response::LeaseRevoke(LeaseRevokeResponse {
+            header: Some(header(self.read_rev())),
+        }))
+    }
+
+    fn lease_checkpoint(&mut self, c: &LeaseCheckpointRequest) -> Response {
+        for cp in &c.checkpoints {
+            if let Some((k, v)) = self.st.leases.checkpoint(cp.id, cp.remaining_ttl) {
+                self.batch.insert(k, v);
+            }
+        }
+        Response::LeaseCheckpoint(LeaseCheckpointResponse {
+            header: Some(header(self.st.current)),
         })
     }
 
@@ -1072,7 +1162,10 @@ fn compact_physical(tree: &sled::Tree, comp: &Compaction, job: &Job) -> Result<b
 
 #[cfg(test)]
 mod tests {
-    use cairn_proto::etcdserverpb::{DeleteRangeRequest, PutRequest};
+    use cairn_proto::etcdserverpb::{
+        DeleteRangeRequest, LeaseCheckpointRequest, LeaseGrantRequest, LeaseRevokeRequest,
+        PutRequest,
+    };
     use openraft::CommittedLeaderId;
 
     use super::*;
@@ -1219,6 +1312,153 @@ mod tests {
         assert_eq!(store.value_at(b"b", 5).unwrap().unwrap().mod_revision, 3);
         assert_eq!(store.value_at(b"a", 5).unwrap(), None);
         assert_eq!(store.value_at(b"b", 4).unwrap(), None, "below compact");
+    }
+
+    fn grant(i: u64, id: i64, ttl: i64) -> Entry<TypeConfig> {
+        entry(i, Request::LeaseGrant(LeaseGrantRequest { ttl, id }))
+    }
+
+    fn revoke(i: u64, id: i64) -> Entry<TypeConfig> {
+        entry(i, Request::LeaseRevoke(LeaseRevokeRequest { id }))
+    }
+
+    fn put_leased(i: u64, key: &str, lease: i64) -> Entry<TypeConfig> {
+        entry(
+            i,
+            Request::Put(PutRequest {
+                key: key.as_bytes().to_vec(),
+                value: b"v".to_vec(),
+                lease,
+                ..Default::default()
+            }),
+        )
+    }
+
+    fn keys(store: &Store, id: i64) -> Vec<String> {
+        store
+            .lease(id)
+            .unwrap()
+            .keys
+            .into_iter()
+            .map(|k| String::from_utf8(k).unwrap())
+            .collect()
+    }
+
+    /// Grant, attach, move, detach and revoke, with etcd's answers; a
+    /// revoke deletes the lease's keys in one revision, in key order.
+    #[test]
+    fn leases_hold_keys_until_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = Store::open(&db).unwrap();
+        let rec = Arc::new(Recorder::default());
+        store.set_observer(Arc::downgrade(&rec) as Weak<dyn Observer>);
+        let out = store
+            .apply(vec![
+                grant(1, 7, 60),
+                grant(2, 7, 60),
+                grant(3, 0, 60),
+                grant(4, 8, 30),
+                put_leased(5, "b", 7), // 2
+                put_leased(6, "a", 7), // 3
+                put_leased(7, "c", 8), // 4
+                put_leased(8, "c", 7), // 5: moves c to lease 7
+                put_leased(9, "x", 9), // unknown lease
+            ])
+            .unwrap();
+        assert!(matches!(&out[0], Response::LeaseGrant(g) if g.id == 7 && g.ttl == 60));
+        assert_eq!(out[1], Response::Rejected(ApplyError::LeaseExists));
+        assert_eq!(out[2], Response::Rejected(ApplyError::LeaseNotFound));
+        assert_eq!(out[8], Response::Rejected(ApplyError::LeaseNotFound));
+        assert_eq!(keys(&store, 7), ["a", "b", "c"]);
+        assert!(keys(&store, 8).is_empty());
+        assert_eq!(store.lease_ids(), [7, 8]);
+
+        // A put without a lease, and a delete, detach.
+        store
+            .apply(vec![
+                put_leased(10, "a", 0), // 6
+                delete(11, "b"),        // 7
+                put(12, "d"),           // 8
+                put_leased(13, "d", 7), // 9
+            ])
+            .unwrap();
+        assert_eq!(keys(&store, 7), ["c", "d"]);
+
+        rec.0.lock().clear();
+        let out = store
+            .apply(vec![revoke(14, 7), revoke(15, 7), revoke(16, 8)])
+            .unwrap();
+        match &out[0] {
+            Response::LeaseRevoke(r) => assert_eq!(r.header.as_ref().unwrap().revision, 10),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(out[1], Response::Rejected(ApplyError::LeaseNotFound));
+        // A lease with no keys changes no revision.
+        assert!(
+            matches!(&out[2], Response::LeaseRevoke(r) if r.header.as_ref().unwrap().revision == 10)
+        );
+        assert_eq!(store.revision(), 10);
+        let events = rec.0.lock()[0].events.clone();
+        assert_eq!(
+            summary(&events),
+            [(10, "c".into(), true), (10, "d".into(), true)]
+        );
+        assert!(store.lease_ids().is_empty());
+        let gone = store.range(&RangeRequest {
+            key: b"c".to_vec(),
+            ..Default::default()
+        });
+        assert_eq!(gone.unwrap().count, 0);
+    }
+
+    /// Leases, their checkpoints and their keys survive a reopen and a
+    /// snapshot install.
+    #[test]
+    fn leases_survive_reopen_and_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = Store::open(&db).unwrap();
+        store
+            .apply(vec![
+                grant(1, 7, 60),
+                grant(2, -3, 10),
+                put_leased(3, "a", 7),
+                put_leased(4, "b", -3),
+                put_leased(5, "b", 7),
+                put_leased(6, "c", -3),
+                delete(7, "c"),
+                entry(
+                    8,
+                    Request::LeaseCheckpoint(LeaseCheckpointRequest {
+                        checkpoints: vec![cairn_proto::etcdserverpb::LeaseCheckpoint {
+                            id: 7,
+                            remaining_ttl: 42,
+                        }],
+                    }),
+                ),
+            ])
+            .unwrap();
+        let want = |s: &Store| {
+            assert_eq!(s.lease_ids(), [-3, 7]);
+            assert_eq!(keys(s, 7), ["a", "b"]);
+            assert!(keys(s, -3).is_empty());
+            assert_eq!(s.lease(7).unwrap().remaining_ttl, 42);
+            assert_eq!(s.lease(-3).unwrap().ttl, 10);
+        };
+        want(&store);
+        let (_, bytes) = crate::snapshot::build(&store).unwrap();
+        drop(store);
+        let store = Store::open(&db).unwrap();
+        want(&store);
+
+        let dir2 = tempfile::tempdir().unwrap();
+        let db2 = sled::open(dir2.path()).unwrap();
+        let other = Store::open(&db2).unwrap();
+        other.apply(vec![grant(1, 99, 5)]).unwrap();
+        let decoded = crate::snapshot::Decoded::new(&bytes).unwrap();
+        crate::snapshot::load_into(&other, &decoded).unwrap();
+        want(&other);
     }
 
     /// While a snapshot build holds a pause, physical compaction deletes

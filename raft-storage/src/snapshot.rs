@@ -6,7 +6,8 @@
 //! then Header.entries times: key_len u32 BE | key | value_len u32 BE | value
 //! then crc32 (u32 BE) of every byte before it
 //! ```
-//! The entries are the `mvcc` tree's revision records, oldest first.
+//! The entries are the `mvcc` tree's revision records, oldest first, then
+//! its lease records as they were at the snapshot's revision.
 //!
 //! # Building while writes continue
 //! Changes at or below the current revision never change, except by
@@ -36,6 +37,7 @@ use openraft::{BasicNode, SnapshotMeta};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::lease;
 use crate::mvcc::{
     encode_postcard, Store, META_APPLIED, META_COMPACT, META_COMPACT_DONE, META_MEMBERSHIP,
     META_REV,
@@ -83,6 +85,9 @@ pub(crate) fn build(store: &Store) -> Result<(Header, Vec<u8>)> {
     let st = s.state.read();
     let (applied, membership, revision, compact) =
         (st.applied, st.membership.clone(), st.current, st.compact);
+    // Leases change in place, so they are copied at R, under the lock;
+    // revision records at or below R never change and are copied after.
+    let leases = st.leases.records();
     // Physical compaction pauses while the records are copied; a job
     // scheduled later waits too, since it can only come from an apply that
     // needs `state`, which is held until the pause is in place.
@@ -100,6 +105,11 @@ pub(crate) fn build(store: &Store) -> Result<(Header, Vec<u8>)> {
         let (k, v) = item?;
         put_chunk(&mut body, &k);
         put_chunk(&mut body, &v);
+        entries += 1;
+    }
+    for (k, v) in &leases {
+        put_chunk(&mut body, k);
+        put_chunk(&mut body, v);
         entries += 1;
     }
     let snapshot_id = match applied {
@@ -209,7 +219,10 @@ impl<'a> Decoded<'a> {
         let mut n = 0u64;
         for r in d.records() {
             let (k, _) = r?;
-            Revision::from_key(k).ok_or_else(|| bad("record is not a revision"))?;
+            let lease = k.len() == lease::PREFIX.len() + 8 && k.starts_with(lease::PREFIX);
+            if !lease && Revision::from_key(k).is_none() {
+                return Err(bad("record is neither a revision nor a lease"));
+            }
             n += 1;
         }
         if n != d.header.entries {

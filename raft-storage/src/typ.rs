@@ -8,8 +8,9 @@
 use std::io::Cursor;
 
 use cairn_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, TxnRequest, TxnResponse,
 };
 use prost::Message;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -46,6 +47,15 @@ pub enum Request {
     Txn(TxnRequest),
     /// etcd's Compact.
     Compaction(CompactionRequest),
+    /// etcd's LeaseGrant, with the ID already chosen (never 0): apply is
+    /// deterministic, so the proposer picks IDs.
+    LeaseGrant(LeaseGrantRequest),
+    /// etcd's LeaseRevoke: by a client, or by the leader for an expired
+    /// lease. Deletes every attached key in one revision.
+    LeaseRevoke(LeaseRevokeRequest),
+    /// etcd's LeaseCheckpoint: remaining TTLs, recorded so that a new
+    /// leader neither extends nor cuts short a lease.
+    LeaseCheckpoint(LeaseCheckpointRequest),
     /// Independent requests from different clients in one log entry, so
     /// one log flush commits them all. Each is applied as if it had its own
     /// entry (its own revision), in order, in the entry's one batch.
@@ -67,6 +77,12 @@ pub enum Response {
     /// The Compact's response. With `physical`, the caller still waits for
     /// [`crate::Store::wait_compacted`].
     Compaction(CompactionResponse),
+    /// The LeaseGrant's response.
+    LeaseGrant(LeaseGrantResponse),
+    /// The LeaseRevoke's response; its header carries the revision.
+    LeaseRevoke(LeaseRevokeResponse),
+    /// The LeaseCheckpoint's response.
+    LeaseCheckpoint(LeaseCheckpointResponse),
     /// The request was refused and changed nothing.
     Rejected(ApplyError),
     /// One response per request of a [`Request::Batch`], in order.
@@ -80,6 +96,9 @@ const TAG_COMPACT: u8 = 4;
 const TAG_EMPTY: u8 = 5;
 const TAG_REJECTED: u8 = 6;
 const TAG_BATCH: u8 = 7;
+const TAG_LEASE_GRANT: u8 = 8;
+const TAG_LEASE_REVOKE: u8 = 9;
+const TAG_LEASE_CHECKPOINT: u8 = 10;
 
 fn tagged(tag: u8, m: &impl Message) -> Vec<u8> {
     let mut buf = Vec::with_capacity(1 + m.encoded_len());
@@ -135,6 +154,9 @@ impl Request {
             Request::DeleteRange(m) => m.encoded_len(),
             Request::Txn(m) => m.encoded_len(),
             Request::Compaction(m) => m.encoded_len(),
+            Request::LeaseGrant(m) => m.encoded_len(),
+            Request::LeaseRevoke(m) => m.encoded_len(),
+            Request::LeaseCheckpoint(m) => m.encoded_len(),
             Request::Batch(reqs) => reqs.iter().map(|r| 5 + r.encoded_len()).sum(),
         }
     }
@@ -145,6 +167,9 @@ impl Request {
             Request::DeleteRange(m) => tagged(TAG_DELETE, m),
             Request::Txn(m) => tagged(TAG_TXN, m),
             Request::Compaction(m) => tagged(TAG_COMPACT, m),
+            Request::LeaseGrant(m) => tagged(TAG_LEASE_GRANT, m),
+            Request::LeaseRevoke(m) => tagged(TAG_LEASE_REVOKE, m),
+            Request::LeaseCheckpoint(m) => tagged(TAG_LEASE_CHECKPOINT, m),
             Request::Batch(reqs) => {
                 let mut b = vec![TAG_BATCH];
                 put_batch(&mut b, reqs, Request::to_bytes)?;
@@ -160,6 +185,9 @@ impl Request {
             TAG_DELETE => prost(body).map(Request::DeleteRange),
             TAG_TXN => prost(body).map(Request::Txn),
             TAG_COMPACT => prost(body).map(Request::Compaction),
+            TAG_LEASE_GRANT => prost(body).map(Request::LeaseGrant),
+            TAG_LEASE_REVOKE => prost(body).map(Request::LeaseRevoke),
+            TAG_LEASE_CHECKPOINT => prost(body).map(Request::LeaseCheckpoint),
             // Batches never nest: a crafted deep nesting must not overflow
             // the stack here or in apply.
             TAG_BATCH => get_batch(body, |b| match b.first() {
@@ -180,6 +208,9 @@ impl Response {
             Response::DeleteRange(m) => tagged(TAG_DELETE, m),
             Response::Txn(m) => tagged(TAG_TXN, m),
             Response::Compaction(m) => tagged(TAG_COMPACT, m),
+            Response::LeaseGrant(m) => tagged(TAG_LEASE_GRANT, m),
+            Response::LeaseRevoke(m) => tagged(TAG_LEASE_REVOKE, m),
+            Response::LeaseCheckpoint(m) => tagged(TAG_LEASE_CHECKPOINT, m),
             Response::Rejected(e) => {
                 let mut b = vec![TAG_REJECTED];
                 b.extend(postcard::to_stdvec(e).map_err(|e| e.to_string())?);
@@ -201,6 +232,9 @@ impl Response {
             TAG_DELETE => prost(body).map(Response::DeleteRange),
             TAG_TXN => prost(body).map(Response::Txn),
             TAG_COMPACT => prost(body).map(Response::Compaction),
+            TAG_LEASE_GRANT => prost(body).map(Response::LeaseGrant),
+            TAG_LEASE_REVOKE => prost(body).map(Response::LeaseRevoke),
+            TAG_LEASE_CHECKPOINT => prost(body).map(Response::LeaseCheckpoint),
             TAG_REJECTED => postcard::from_bytes(body)
                 .map(Response::Rejected)
                 .map_err(|e| e.to_string()),
@@ -296,6 +330,14 @@ mod tests {
                 Request::DeleteRange(DeleteRangeRequest::default()),
             ]),
             Request::Batch(vec![]),
+            Request::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 7 }),
+            Request::LeaseRevoke(LeaseRevokeRequest { id: -7 }),
+            Request::LeaseCheckpoint(LeaseCheckpointRequest {
+                checkpoints: vec![cairn_proto::etcdserverpb::LeaseCheckpoint {
+                    id: 7,
+                    remaining_ttl: 30,
+                }],
+            }),
         ];
         for r in reqs {
             let b = postcard::to_stdvec(&r).unwrap();
@@ -304,6 +346,14 @@ mod tests {
         let resps = [
             Response::Empty,
             Response::Rejected(ApplyError::LeaseNotFound),
+            Response::Rejected(ApplyError::LeaseExists),
+            Response::LeaseGrant(LeaseGrantResponse {
+                id: 7,
+                ttl: 60,
+                ..Default::default()
+            }),
+            Response::LeaseRevoke(LeaseRevokeResponse::default()),
+            Response::LeaseCheckpoint(LeaseCheckpointResponse::default()),
             Response::Batch(vec![
                 Response::Put(PutResponse::default()),
                 Response::Rejected(ApplyError::KeyNotFound),

@@ -125,6 +125,9 @@ fn unexpected(response: &Applied) -> RequestError {
         Applied::DeleteRange(_) => "delete range",
         Applied::Txn(_) => "txn",
         Applied::Compaction(_) => "compaction",
+        Applied::LeaseGrant(_) => "lease grant",
+        Applied::LeaseRevoke(_) => "lease revoke",
+        Applied::LeaseCheckpoint(_) => "lease checkpoint",
         Applied::Rejected(_) => "rejected",
         Applied::Batch(_) => "batch",
     };

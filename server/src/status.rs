@@ -29,6 +29,7 @@ const REQUEST_TOO_LARGE: &str = "etcdserver: request is too large";
 const COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
 const FUTURE_REV: &str = "etcdserver: mvcc: required revision is a future revision";
 const LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
+const LEASE_EXISTS: &str = "etcdserver: lease already exists";
 const NO_LEADER: &str = "etcdserver: no leader";
 const TIMEOUT: &str = "etcdserver: request timed out";
 const STOPPED: &str = "etcdserver: server stopped";
@@ -99,6 +100,7 @@ fn apply(e: ApplyError) -> Status {
         ApplyError::Compacted => Status::out_of_range(COMPACTED),
         ApplyError::FutureRevision => Status::out_of_range(FUTURE_REV),
         ApplyError::LeaseNotFound => Status::not_found(LEASE_NOT_FOUND),
+        ApplyError::LeaseExists => Status::failed_precondition(LEASE_EXISTS),
         ApplyError::KeyNotFound => Status::invalid_argument(KEY_NOT_FOUND),
     }
 }
