@@ -27,6 +27,8 @@ pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 pub const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
 /// etcd's default `--experimental-watch-progress-notify-interval`.
 pub const DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
+/// etcd's default `--experimental-lease-checkpoint-interval`.
+pub const DEFAULT_LEASE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(300);
 /// etcd refuses election timeouts above this many milliseconds.
 const MAX_ELECTION_TIMEOUT_MS: u64 = 50_000;
 
@@ -150,6 +152,15 @@ pub struct Config {
         value_parser = duration::parse
     )]
     pub experimental_watch_progress_notify_interval: Duration,
+
+    /// Duration of periodic lease checkpoints (remaining TTLs recorded through Raft).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL",
+        default_value = "5m",
+        value_parser = duration::parse
+    )]
+    pub experimental_lease_checkpoint_interval: Duration,
 }
 
 /// `--initial-cluster-state`.
@@ -357,6 +368,9 @@ pub enum ConfigError {
     /// `--experimental-watch-progress-notify-interval=0`.
     #[error("--experimental-watch-progress-notify-interval must be greater than 0")]
     ZeroProgressNotifyInterval,
+    /// `--experimental-lease-checkpoint-interval=0`.
+    #[error("--experimental-lease-checkpoint-interval must be greater than 0")]
+    ZeroLeaseCheckpointInterval,
     /// A URL list flag was given no URL.
     #[error("--{0} needs at least one URL")]
     NoUrls(&'static str),
@@ -424,6 +438,7 @@ impl Config {
             log_level: LogLevel::Info,
             snapshot_count: DEFAULT_SNAPSHOT_COUNT,
             experimental_watch_progress_notify_interval: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
+            experimental_lease_checkpoint_interval: DEFAULT_LEASE_CHECKPOINT_INTERVAL,
         }
     }
 
@@ -460,6 +475,9 @@ impl Config {
         }
         if self.experimental_watch_progress_notify_interval.is_zero() {
             return Err(ConfigError::ZeroProgressNotifyInterval);
+        }
+        if self.experimental_lease_checkpoint_interval.is_zero() {
+            return Err(ConfigError::ZeroLeaseCheckpointInterval);
         }
         self.auto_compaction()?;
         Ok(())

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::header::Header;
 use crate::propose::Proposer;
 use crate::read_index::ReadBarrier;
-use crate::status::RequestError;
+use crate::status::{unexpected, RequestError};
 use crate::tracked::Tracker;
 use crate::validate;
 
@@ -115,23 +115,6 @@ impl KvService {
             other => Err(unexpected(&other)),
         }
     }
-}
-
-/// Names the kind of a response apply should not have given.
-fn unexpected(response: &Applied) -> RequestError {
-    let kind = match response {
-        Applied::Empty => "empty",
-        Applied::Put(_) => "put",
-        Applied::DeleteRange(_) => "delete range",
-        Applied::Txn(_) => "txn",
-        Applied::Compaction(_) => "compaction",
-        Applied::LeaseGrant(_) => "lease grant",
-        Applied::LeaseRevoke(_) => "lease revoke",
-        Applied::LeaseCheckpoint(_) => "lease checkpoint",
-        Applied::Rejected(_) => "rejected",
-        Applied::Batch(_) => "batch",
-    };
-    RequestError::UnexpectedResponse(kind)
 }
 
 #[tonic::async_trait]

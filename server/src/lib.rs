@@ -17,6 +17,8 @@
 //! - `network`: openraft's network; single-member only for now.
 //! - `tracked`: knowing when every storage handle is gone.
 //! - `kv`: the KV service.
+//! - `lease`: the Lease service and the lessor, which expires leases
+//!   through Raft on the leader.
 //! - `watch`: the Watch service and the watch hub that decorates the store.
 //! - `compactor`: auto compaction, proposed through Raft by the leader.
 //! - `validate`: etcd's API-layer request checks, as pure functions.
@@ -47,6 +49,7 @@ mod config;
 mod error;
 mod header;
 mod kv;
+mod lease;
 mod member;
 mod network;
 mod node;
@@ -60,7 +63,8 @@ mod watch;
 pub use crate::config::{
     AutoCompaction, AutoCompactionMode, ClusterState, Config, ConfigError, DurationError,
     InitialCluster, InitialClusterError, LogLevel, Retention, Scheme, Url, UrlError,
-    DEFAULT_QUOTA_BACKEND_BYTES, DEFAULT_SNAPSHOT_COUNT, DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
+    DEFAULT_LEASE_CHECKPOINT_INTERVAL, DEFAULT_QUOTA_BACKEND_BYTES, DEFAULT_SNAPSHOT_COUNT,
+    DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
 };
 pub use crate::error::{Error, Result};
 pub use crate::member::MemberIds;

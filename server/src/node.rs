@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::etcdserverpb::kv_server::KvServer;
+use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use cairn_raft_storage::{Opened, Options as StorageOptions, Raft, Store};
 use openraft::error::{Fatal, InitializeError, RaftError};
@@ -28,6 +29,7 @@ use crate::config::{Config, Scheme, Url};
 use crate::error::{Error, Result};
 use crate::header::Header;
 use crate::kv::{KvParts, KvService};
+use crate::lease::{LeaseService, Lessor};
 use crate::member::{self, MemberIds};
 use crate::network::Network;
 use crate::propose::Proposer;
@@ -62,6 +64,8 @@ pub struct Node {
     batcher: Option<JoinHandle<()>>,
     /// The watch hub and its sync thread.
     watch: Option<(Arc<Hub>, std::thread::JoinHandle<()>)>,
+    /// The lessor's expiry and checkpoint loop.
+    lessor: Option<JoinHandle<()>>,
     released: Released,
 }
 
@@ -135,6 +139,7 @@ impl Node {
             auto_compactor: None,
             batcher: None,
             watch: None,
+            lessor: None,
             released,
         };
         // From here on the storage is open: on failure, close it again.
@@ -175,6 +180,23 @@ impl Node {
                 proposer.clone(),
             ));
         }
+        let lessor = Lessor::new(
+            self.store.clone(),
+            proposer.clone(),
+            self.ids.member_id,
+            Duration::from_millis(config.election_timeout),
+        );
+        self.lessor = Some(lessor.spawn(
+            self.raft.clone(),
+            config.experimental_lease_checkpoint_interval,
+        ));
+        let lease = LeaseServer::new(LeaseService::new(
+            lessor,
+            self.store.clone(),
+            Header::new(self.ids, &self.raft),
+            self.stop_serving.subscribe(),
+            tracker.clone(),
+        ));
         let kv = KvService::new(KvParts {
             store: self.store.clone(),
             proposer,
@@ -210,7 +232,8 @@ impl Node {
             let router = Server::builder()
                 .max_concurrent_streams(Some(u32::MAX))
                 .add_service(GrpcCompat(kv.clone()))
-                .add_service(GrpcCompat(watch.clone()));
+                .add_service(GrpcCompat(watch.clone()))
+                .add_service(GrpcCompat(lease.clone()));
             self.servers
                 .push(tokio::spawn(router.serve_with_incoming_shutdown(
                     incoming,
@@ -267,9 +290,13 @@ impl Node {
             auto_compactor,
             batcher,
             watch,
+            lessor,
             mut released,
         } = self;
         if let Some(task) = auto_compactor {
+            task.abort();
+        }
+        if let Some(task) = lessor {
             task.abort();
         }
         // Watch streams never end on their own: end them, so that the

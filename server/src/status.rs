@@ -30,6 +30,7 @@ const COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted"
 const FUTURE_REV: &str = "etcdserver: mvcc: required revision is a future revision";
 const LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
 const LEASE_EXISTS: &str = "etcdserver: lease already exists";
+const LEASE_TTL_TOO_LARGE: &str = "etcdserver: too large lease TTL";
 const NO_LEADER: &str = "etcdserver: no leader";
 const TIMEOUT: &str = "etcdserver: request timed out";
 const STOPPED: &str = "etcdserver: server stopped";
@@ -56,6 +57,26 @@ pub(crate) enum RequestError {
     /// Apply answered with a response of another kind than the request:
     /// a bug, reported rather than panicked on.
     UnexpectedResponse(&'static str),
+    /// A lease TTL above etcd's maximum.
+    LeaseTtlTooLarge,
+}
+
+/// Names the kind of a response apply should not have given.
+pub(crate) fn unexpected(response: &cairn_raft_storage::Response) -> RequestError {
+    use cairn_raft_storage::Response as Applied;
+    let kind = match response {
+        Applied::Empty => "empty",
+        Applied::Put(_) => "put",
+        Applied::DeleteRange(_) => "delete range",
+        Applied::Txn(_) => "txn",
+        Applied::Compaction(_) => "compaction",
+        Applied::LeaseGrant(_) => "lease grant",
+        Applied::LeaseRevoke(_) => "lease revoke",
+        Applied::LeaseCheckpoint(_) => "lease checkpoint",
+        Applied::Rejected(_) => "rejected",
+        Applied::Batch(_) => "batch",
+    };
+    RequestError::UnexpectedResponse(kind)
 }
 
 impl From<Invalid> for RequestError {
@@ -161,6 +182,7 @@ impl From<RequestError> for Status {
             RequestError::Read(e) => read(&e),
             RequestError::Timeout => Status::unavailable(TIMEOUT),
             RequestError::Stopped => Status::unavailable(STOPPED),
+            RequestError::LeaseTtlTooLarge => Status::out_of_range(LEASE_TTL_TOO_LARGE),
             RequestError::UnexpectedResponse(kind) => Status::internal(format!(
                 "etcdserver: internal error: apply answered with a {kind} response"
             )),

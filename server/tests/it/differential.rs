@@ -11,8 +11,9 @@ use cairn_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use cairn_proto::etcdserverpb::{Compare, RequestOp};
 
 use crate::support::diff::{
-    all_keys, compact, create, del, del_span, key, lease, modified, over, prefix, put, span, txn,
-    value, version, Cmp, CompactOptions, DeleteOptions, IntoOp, PutOptions, RangeOptions, Script,
+    all_keys, compact, create, del, del_span, grant, key, lease, modified, over, prefix, put,
+    revoke, span, txn, value, version, Cmp, CompactOptions, DeleteOptions, IntoOp, PutOptions,
+    RangeOptions, Script,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -903,5 +904,48 @@ async fn unknown_leases() {
         ),
     );
     s.step("all keys at the end", all_keys());
+    s.run().await;
+}
+
+/// Lease semantics with IDs chosen by the client, so that both servers
+/// answer alike: grants, attached keys, moves between leases, revokes that
+/// delete keys in one revision, and every lease error.
+#[tokio::test]
+async fn leases() {
+    use Cmp::Eq;
+
+    let mut s = Script::new();
+    s.step("grant lease 1", grant(1, 60));
+    s.step("grant lease 2", grant(2, 60));
+    s.step("grant lease 1 again", grant(1, 60));
+    s.step("grant a TTL below the minimum", grant(3, 1));
+    s.step_same_code("grant a TTL above the maximum", grant(4, 9_000_000_001));
+    s.step("put b on lease 1", put("b", "1").with_lease(1)); // 2
+    s.step("put a on lease 1", put("a", "1").with_lease(1)); // 3
+    s.step("put c on lease 2", put("c", "1").with_lease(2)); // 4
+    s.step("move c to lease 1", put("c", "2").with_lease(1).prev_kv()); // 5
+    s.step(
+        "ignore_lease keeps it",
+        put("c", "3").ignore_lease().prev_kv(),
+    ); // 6
+    s.step("a put without a lease detaches", put("b", "2")); // 7
+    s.step("read them", all_keys());
+    s.step(
+        "txn on the lease of a",
+        txn(
+            vec![lease("a", Eq, 1)],
+            vec![put("d", "1").with_lease(2).op()],
+            vec![],
+        ),
+    ); // 8
+    s.step("revoke lease 1: a and c go in one revision", revoke(1)); // 9
+    s.step("after the revoke", all_keys());
+    s.step("revoke lease 1 again", revoke(1));
+    s.step("put on the revoked lease", put("e", "1").with_lease(1));
+    s.step("delete d, then revoke its lease", del("d")); // 10
+    s.step("revoke lease 2, which holds nothing now", revoke(2));
+    s.step("revoke lease 3, which never held a key", revoke(3));
+    s.step("revoke an unknown lease", revoke(UNKNOWN_LEASE));
+    s.step("at the end", all_keys());
     s.run().await;
 }

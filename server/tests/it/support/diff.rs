@@ -864,14 +864,10 @@ impl CompactOptions for CompactionRequest {
     }
 }
 
-// The lease issue's differential script grants and revokes; until the
-// service exists only the unknown-lease steps run.
-#[allow(dead_code)]
 pub fn grant(id: i64, ttl: i64) -> LeaseGrantRequest {
     LeaseGrantRequest { ttl, id }
 }
 
-#[allow(dead_code)]
 pub fn revoke(id: i64) -> LeaseRevokeRequest {
     LeaseRevokeRequest { id }
 }

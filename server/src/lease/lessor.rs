@@ -1,0 +1,251 @@
+//! The lessor: when each lease expires, decided on the leader.
+//!
+//! Leases themselves are replicated state in the store (`Store::lease`).
+//! The lessor keeps only deadlines, in memory, on the leader, and turns
+//! them into Raft proposals: a revoke when a lease expires (at most
+//! [`REVOKES_PER_SECOND`], so a mass expiry does not stall writes), and
+//! every checkpoint interval a checkpoint of the remaining TTLs, so that a
+//! new leader resumes from them instead of granting each lease a fresh TTL.
+//!
+//! On start (a new leader), every stored lease gets a deadline of its
+//! checkpointed remaining TTL (or its TTL, if never checkpointed), plus an
+//! election timeout, as etcd's `Promote` does: time spent electing the
+//! leader does not count against the lease.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cairn_proto::etcdserverpb::{
+    LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse,
+};
+use cairn_raft_storage::{ApplyError, Raft, Request as Proposal, Response as Applied, Store};
+use parking_lot::Mutex;
+use tokio::task::JoinHandle;
+
+use crate::propose::Proposer;
+use crate::status::{unexpected, RequestError};
+
+/// etcd's `MaxLeaseTTL`, in seconds.
+pub(crate) const MAX_TTL: i64 = 9_000_000_000;
+/// etcd's lease revoke rate limit.
+const REVOKES_PER_SECOND: usize = 1000;
+/// How often expired leases are looked for (etcd: 500ms).
+const EXPIRY_TICK: Duration = Duration::from_millis(500);
+/// Leases per checkpoint proposal (etcd's `maxLeaseCheckpointBatchSize`).
+const CHECKPOINT_BATCH: usize = 1000;
+
+/// Deadlines of the leases, on the leader.
+pub(crate) struct Lessor {
+    deadlines: Mutex<HashMap<i64, Instant>>,
+    store: Store,
+    proposer: Proposer,
+    /// The smallest TTL granted: 1.5 × the election timeout, in seconds.
+    min_ttl: i64,
+    ids: IdGen,
+}
+
+impl Lessor {
+    /// A lessor for a node that just became leader.
+    pub(crate) fn new(
+        store: Store,
+        proposer: Proposer,
+        member_id: u64,
+        election_timeout: Duration,
+    ) -> Arc<Lessor> {
+        let min_ttl = (election_timeout.as_millis() as i64 * 3 / 2 + 999) / 1000;
+        let now = Instant::now();
+        let deadlines = store
+            .lease_ids()
+            .into_iter()
+            .filter_map(|id| store.lease(id))
+            .map(|l| {
+                let left = if l.remaining_ttl > 0 {
+                    l.remaining_ttl
+                } else {
+                    l.ttl
+                };
+                (l.id, now + secs(left) + election_timeout)
+            })
+            .collect();
+        Arc::new(Lessor {
+            deadlines: Mutex::new(deadlines),
+            store,
+            proposer,
+            min_ttl: min_ttl.max(1),
+            ids: IdGen::new(member_id),
+        })
+    }
+
+    /// Grants a lease: the TTL raised to the minimum, the ID chosen if 0.
+    ///
+    /// # Errors
+    /// etcd's: a TTL above [`MAX_TTL`], an ID that exists; Raft's.
+    pub(crate) async fn grant(
+        &self,
+        mut req: LeaseGrantRequest,
+    ) -> Result<LeaseGrantResponse, RequestError> {
+        if req.ttl > MAX_TTL {
+            return Err(RequestError::LeaseTtlTooLarge);
+        }
+        req.ttl = req.ttl.max(self.min_ttl);
+        if req.id == 0 {
+            req.id = self.ids.next(&self.store);
+        }
+        let (id, ttl) = (req.id, req.ttl);
+        match self.proposer.propose(Proposal::LeaseGrant(req)).await? {
+            Applied::LeaseGrant(resp) => {
+                self.deadlines.lock().insert(id, Instant::now() + secs(ttl));
+                Ok(resp)
+            }
+            Applied::Rejected(e) => Err(RequestError::Apply(e)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Revokes a lease and deletes its keys.
+    ///
+    /// # Errors
+    /// etcd's lease-not-found; Raft's.
+    pub(crate) async fn revoke(&self, id: i64) -> Result<LeaseRevokeResponse, RequestError> {
+        let resp = self
+            .proposer
+            .propose(Proposal::LeaseRevoke(LeaseRevokeRequest { id }))
+            .await?;
+        self.deadlines.lock().remove(&id);
+        match resp {
+            Applied::LeaseRevoke(resp) => Ok(resp),
+            Applied::Rejected(e) => Err(RequestError::Apply(e)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Renews a lease for its full TTL; None if it does not exist.
+    pub(crate) fn renew(&self, id: i64) -> Option<i64> {
+        let Some(lease) = self.store.lease(id) else {
+            self.deadlines.lock().remove(&id);
+            return None;
+        };
+        self.deadlines
+            .lock()
+            .insert(id, Instant::now() + secs(lease.ttl));
+        Some(lease.ttl)
+    }
+
+    /// Whole seconds left before lease `id` expires (0 once due).
+    pub(crate) fn remaining(&self, id: i64) -> Option<i64> {
+        let at = *self.deadlines.lock().get(&id)?;
+        Some(at.saturating_duration_since(Instant::now()).as_secs() as i64)
+    }
+
+    /// The leases whose deadline has passed, at most `max`.
+    fn expired(&self, max: usize) -> Vec<i64> {
+        let now = Instant::now();
+        self.deadlines
+            .lock()
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| *id)
+            .take(max)
+            .collect()
+    }
+
+    /// Proposes the revokes of expired leases, then checkpoints, while this
+    /// member leads.
+    pub(crate) fn spawn(
+        self: &Arc<Self>,
+        raft: Raft,
+        checkpoint_interval: Duration,
+    ) -> JoinHandle<()> {
+        let lessor = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(EXPIRY_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut next_checkpoint = Instant::now() + checkpoint_interval;
+            let per_tick = REVOKES_PER_SECOND * EXPIRY_TICK.as_millis() as usize / 1000;
+            loop {
+                tick.tick().await;
+                let leading = {
+                    let m = raft.metrics();
+                    let m = m.borrow();
+                    m.current_leader == Some(m.id)
+                };
+                if !leading {
+                    continue;
+                }
+                let expired = lessor.expired(per_tick);
+                let revokes = expired.iter().map(|id| lessor.revoke(*id));
+                for (id, result) in expired.iter().zip(futures::future::join_all(revokes).await) {
+                    match result {
+                        Ok(_) | Err(RequestError::Apply(ApplyError::LeaseNotFound)) => {}
+                        Err(e) => {
+                            tracing::warn!(lease = id, error = ?e, "revoking an expired lease failed; retrying")
+                        }
+                    }
+                }
+                if Instant::now() >= next_checkpoint {
+                    next_checkpoint = Instant::now() + checkpoint_interval;
+                    lessor.checkpoint().await;
+                }
+            }
+        })
+    }
+
+    /// Proposes the remaining TTL of every lease.
+    async fn checkpoint(&self) {
+        let now = Instant::now();
+        let all: Vec<LeaseCheckpoint> = self
+            .deadlines
+            .lock()
+            .iter()
+            .map(|(id, at)| LeaseCheckpoint {
+                id: *id,
+                remaining_ttl: at.saturating_duration_since(now).as_secs().max(1) as i64,
+            })
+            .collect();
+        for chunk in all.chunks(CHECKPOINT_BATCH) {
+            let req = LeaseCheckpointRequest {
+                checkpoints: chunk.to_vec(),
+            };
+            if let Err(e) = self.proposer.propose(Proposal::LeaseCheckpoint(req)).await {
+                tracing::warn!(error = ?e, "lease checkpoint failed");
+            }
+        }
+    }
+}
+
+fn secs(s: i64) -> Duration {
+    Duration::from_secs(u64::try_from(s).unwrap_or(0))
+}
+
+/// Lease IDs as etcd makes them: the member ID's low 16 bits, then a
+/// millisecond timestamp and a counter, kept positive.
+struct IdGen {
+    prefix: u64,
+    next: AtomicU64,
+}
+
+impl IdGen {
+    fn new(member_id: u64) -> Self {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        IdGen {
+            prefix: (member_id & 0xffff) << 48,
+            next: AtomicU64::new((ms & 0xff_ffff_ffff) << 8),
+        }
+    }
+
+    /// The next ID no lease has.
+    fn next(&self, store: &Store) -> i64 {
+        loop {
+            let n = self.next.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff_ffff;
+            let id = ((self.prefix | n) & (i64::MAX as u64)) as i64;
+            if id != 0 && store.lease(id).is_none() {
+                return id;
+            }
+        }
+    }
+}

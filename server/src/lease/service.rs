@@ -1,0 +1,149 @@
+//! The Lease service: grant, revoke, keep-alive, time-to-live and list.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use cairn_proto::etcdserverpb::lease_server::Lease;
+use cairn_proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, ResponseHeader,
+};
+use cairn_raft_storage::Store;
+use futures::{Stream, StreamExt};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::lessor::Lessor;
+use crate::header::Header;
+use crate::tracked::Tracker;
+
+/// The Lease service of one node.
+pub(crate) struct LeaseService {
+    lessor: Arc<Lessor>,
+    store: Store,
+    header: Header,
+    /// Turns true when the node stops: keep-alive streams end then, so
+    /// that connections drain.
+    stop: watch::Receiver<bool>,
+    _tracker: Tracker,
+}
+
+impl LeaseService {
+    pub(crate) fn new(
+        lessor: Arc<Lessor>,
+        store: Store,
+        header: Header,
+        stop: watch::Receiver<bool>,
+        tracker: Tracker,
+    ) -> Self {
+        LeaseService {
+            lessor,
+            store,
+            header,
+            stop,
+            _tracker: tracker,
+        }
+    }
+
+    /// The header of a lease answer: the current revision, as etcd's.
+    fn current(&self) -> Option<ResponseHeader> {
+        self.header.fill(Some(ResponseHeader {
+            revision: self.store.revision(),
+            ..Default::default()
+        }))
+    }
+}
+
+type KeepAliveStream =
+    Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let mut resp = self.lessor.grant(request.into_inner()).await?;
+        resp.header = self.header.fill(resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let mut resp = self.lessor.revoke(request.into_inner().id).await?;
+        resp.header = self.header.fill(resp.header);
+        Ok(Response::new(resp))
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<KeepAliveStream>, Status> {
+        let (lessor, store, header) =
+            (self.lessor.clone(), self.store.clone(), self.header.clone());
+        let mut stop = self.stop.clone();
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let stream = request.into_inner().take_until(stopped).map(move |req| {
+            let id = req?.id;
+            // An unknown lease answers TTL 0, not an error.
+            let ttl = lessor.renew(id).unwrap_or(0);
+            Ok(LeaseKeepAliveResponse {
+                header: header.fill(Some(ResponseHeader {
+                    revision: store.revision(),
+                    ..Default::default()
+                })),
+                id,
+                ttl,
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let req = request.into_inner();
+        let header = self.current();
+        // An unknown lease answers TTL -1, not an error.
+        let resp = match (self.store.lease(req.id), self.lessor.remaining(req.id)) {
+            (Some(lease), Some(left)) => LeaseTimeToLiveResponse {
+                header,
+                id: req.id,
+                ttl: left,
+                granted_ttl: lease.ttl,
+                keys: if req.keys { lease.keys } else { Vec::new() },
+            },
+            _ => LeaseTimeToLiveResponse {
+                header,
+                id: req.id,
+                ttl: -1,
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let leases = self
+            .store
+            .lease_ids()
+            .into_iter()
+            .map(|id| LeaseStatus { id })
+            .collect();
+        Ok(Response::new(LeaseLeasesResponse {
+            header: self.current(),
+            leases,
+        }))
+    }
+}
