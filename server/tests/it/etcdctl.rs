@@ -13,6 +13,8 @@
 //! in the differential tests) and `lease("k")` compares (etcdctl 3.4 panics
 //! parsing them; also in the differential tests).
 
+use std::time::{Duration, Instant};
+
 use crate::support::{Etcdctl, Kv, ServerProc};
 
 /// Generates `on_cairn::<scenario>` and `on_etcd::<scenario>` for each
@@ -49,11 +51,33 @@ on_both!(
     errors,
     survives_sigkill,
     watch_prefix_from_a_revision,
-    watch_interactive_progress
+    watch_interactive_progress,
+    lease_lifecycle,
+    lease_expiry_and_keep_alive,
+    lease_survives_a_restart
 );
 
 fn ctl(node: &impl ServerProc) -> Etcdctl {
     Etcdctl::new(node.endpoint())
+}
+
+/// `lease grant <ttl>`, returning the lease ID in hex as etcdctl prints it.
+fn grant(ctl: &Etcdctl, ttl: &str) -> String {
+    let out = ctl.ok(&["lease", "grant", ttl]);
+    // "lease 694da20212e6f506 granted with TTL(60s)"
+    let id = out.split_whitespace().nth(1).expect("a lease ID");
+    assert_eq!(out.trim(), format!("lease {id} granted with TTL({ttl}s)"));
+    id.to_owned()
+}
+
+/// Polls `get key` until it is gone; returns how long that took.
+fn wait_gone(ctl: &Etcdctl, key: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    while !ctl.ok(&["get", key]).is_empty() {
+        assert!(start.elapsed() < limit, "{key} still there after {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
 }
 
 async fn put_and_get(node: &mut impl ServerProc) {
@@ -459,4 +483,104 @@ async fn watch_progress_notify() {
         ["progress notify: 3", "progress notify: 4"].contains(&lines[3].as_str()),
         "{lines:?}"
     );
+}
+
+async fn lease_lifecycle(node: &mut impl ServerProc) {
+    let ctl = ctl(node);
+    let id = grant(&ctl, "60");
+    ctl.ok(&["put", "k", "v", &format!("--lease={id}")]);
+    let ttl = ctl.ok(&["lease", "timetolive", &id, "--keys"]);
+    assert!(
+        ttl.starts_with(&format!("lease {id} granted with TTL(60s), remaining(")),
+        "{ttl}"
+    );
+    assert!(ttl.trim().ends_with("attached keys([k])"), "{ttl}");
+    assert_eq!(
+        ctl.ok(&["lease", "keep-alive", "--once", &id]).trim(),
+        format!("lease {id} keepalived with TTL(60)")
+    );
+    assert!(ctl.ok(&["lease", "list"]).lines().any(|l| l == id));
+    assert_eq!(
+        ctl.ok(&["lease", "revoke", &id]).trim(),
+        format!("lease {id} revoked")
+    );
+    assert_eq!(ctl.ok(&["get", "k"]), "");
+    assert_eq!(
+        ctl.ok(&["lease", "timetolive", &id]).trim(),
+        format!("lease {id} already expired")
+    );
+    let err = ctl.fails(&["lease", "revoke", &id]);
+    assert!(
+        err.contains("etcdserver: requested lease not found"),
+        "{err}"
+    );
+    let err = ctl.fails(&["lease", "grant", "9000000001"]);
+    assert!(err.contains("etcdserver: too large lease TTL"), "{err}");
+}
+
+/// A key on a lease whose keep-alives stop vanishes after the TTL, and
+/// not before; while kept alive, it stays.
+async fn lease_expiry_and_keep_alive(node: &mut impl ServerProc) {
+    let ctl = ctl(node);
+    let start = Instant::now();
+    let id = grant(&ctl, "2");
+    ctl.ok(&["put", "short", "v", &format!("--lease={id}")]);
+    let gone = start.elapsed() + wait_gone(&ctl, "short", Duration::from_secs(10));
+    assert!(gone >= Duration::from_secs(2), "expired after {gone:?}");
+
+    let kept = grant(&ctl, "2");
+    ctl.ok(&["put", "kept", "v", &format!("--lease={kept}")]);
+    let keep_alive = ctl.spawn(&["lease", "keep-alive", &kept]);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(ctl.ok(&["get", "kept", "--print-value-only"]).trim(), "v");
+    let stopped = Instant::now();
+    drop(keep_alive);
+    let gone = stopped.elapsed() + wait_gone(&ctl, "kept", Duration::from_secs(10));
+    assert!(
+        gone <= Duration::from_secs(6),
+        "expired {gone:?} after the last keep-alive"
+    );
+}
+
+/// A restart (a new leader) neither drops a lease nor prolongs it beyond
+/// its TTL plus an election.
+async fn lease_survives_a_restart(node: &mut impl ServerProc) {
+    let ctl = ctl(node);
+    let id = grant(&ctl, "6");
+    ctl.ok(&["put", "k", "v", &format!("--lease={id}")]);
+    let restarted = Instant::now();
+    node.kill_and_restart().await;
+    assert_eq!(ctl.ok(&["get", "k", "--print-value-only"]).trim(), "v");
+    let gone = restarted.elapsed() + wait_gone(&ctl, "k", Duration::from_secs(20));
+    // At most the full TTL again, plus an election timeout and a tick.
+    assert!(
+        gone <= Duration::from_secs(10),
+        "expired {gone:?} after the restart"
+    );
+}
+
+/// Remaining TTLs are checkpointed through Raft: after a restart a lease
+/// resumes from its checkpoint, not from a fresh TTL (etcd #9888).
+#[tokio::test]
+async fn lease_checkpoint_survives_a_restart() {
+    let mut node = crate::support::CairnProc::start_with(&[
+        "--experimental-lease-checkpoint-interval",
+        "500ms",
+    ])
+    .await;
+    let ctl = ctl(&node);
+    let id = grant(&ctl, "20");
+    // Several checkpoints pass.
+    std::thread::sleep(Duration::from_secs(6));
+    node.kill_and_restart().await;
+    let ttl = ctl.ok(&["lease", "timetolive", &id]);
+    let remaining: u64 = ttl
+        .split("remaining(")
+        .nth(1)
+        .and_then(|r| r.split('s').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no remaining TTL in {ttl:?}"));
+    // 20 s granted, about 6 s spent, at most one checkpoint interval and an
+    // election timeout added back: well below a fresh 20.
+    assert!((10..=17).contains(&remaining), "{ttl}");
 }
