@@ -17,6 +17,8 @@
 //! - `network`: openraft's network; single-member only for now.
 //! - `tracked`: knowing when every storage handle is gone.
 //! - `kv`: the KV service.
+//! - `concurrency`: the Lock and Election services, on leases, revisions
+//!   and internal watchers.
 //! - `lease`: the Lease service and the lessor, which expires leases
 //!   through Raft on the leader.
 //! - `watch`: the Watch service and the watch hub that decorates the store.
@@ -45,6 +47,7 @@
 #![warn(missing_docs)]
 
 mod compactor;
+mod concurrency;
 mod config;
 mod error;
 mod header;

@@ -14,6 +14,8 @@ use std::time::Duration;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::watch_server::WatchServer;
+use cairn_proto::v3electionpb::election_server::ElectionServer;
+use cairn_proto::v3lockpb::lock_server::LockServer;
 use cairn_raft_storage::{Opened, Options as StorageOptions, Raft, Store};
 use openraft::error::{Fatal, InitializeError, RaftError};
 use openraft::metrics::WaitError;
@@ -25,6 +27,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::compactor;
+use crate::concurrency::{self, ElectionService, LockService};
 use crate::config::{Config, Scheme, Url};
 use crate::error::{Error, Result};
 use crate::header::Header;
@@ -199,7 +202,7 @@ impl Node {
         ));
         let kv = KvService::new(KvParts {
             store: self.store.clone(),
-            proposer,
+            proposer: proposer.clone(),
             reads,
             header: Header::new(self.ids, &self.raft),
             max_txn_ops: usize::try_from(config.max_txn_ops).unwrap_or(usize::MAX),
@@ -214,6 +217,21 @@ impl Node {
         )
         .map_err(Error::Thread)?;
         self.watch = Some((hub.clone(), sync_thread));
+        let parts = concurrency::Parts {
+            store: self.store.clone(),
+            proposer: proposer.clone(),
+            hub: hub.clone(),
+        };
+        let lock = LockServer::new(LockService::new(
+            parts.clone(),
+            Header::new(self.ids, &self.raft),
+            tracker.clone(),
+        ));
+        let election = ElectionServer::new(ElectionService::new(
+            parts,
+            Header::new(self.ids, &self.raft),
+            tracker.clone(),
+        ));
         let watch = WatchServer::new(WatchService::new(
             hub,
             Header::new(self.ids, &self.raft),
@@ -233,7 +251,9 @@ impl Node {
                 .max_concurrent_streams(Some(u32::MAX))
                 .add_service(GrpcCompat(kv.clone()))
                 .add_service(GrpcCompat(watch.clone()))
-                .add_service(GrpcCompat(lease.clone()));
+                .add_service(GrpcCompat(lease.clone()))
+                .add_service(GrpcCompat(lock.clone()))
+                .add_service(GrpcCompat(election.clone()));
             self.servers
                 .push(tokio::spawn(router.serve_with_incoming_shutdown(
                     incoming,

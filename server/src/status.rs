@@ -31,6 +31,14 @@ const FUTURE_REV: &str = "etcdserver: mvcc: required revision is a future revisi
 const LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
 const LEASE_EXISTS: &str = "etcdserver: lease already exists";
 const LEASE_TTL_TOO_LARGE: &str = "etcdserver: too large lease TTL";
+const NO_LEASE: &str =
+    "etcdserver: a lease is required (lease 0 would leave a session nobody ends)";
+// etcd's lock and election services return their `concurrency` package's
+// plain errors, which gRPC sends with code Unknown.
+const SESSION_EXPIRED: &str = "mutex: session is expired";
+const NOT_LEADER: &str = "election: not leader";
+const NO_ELECTION_LEADER: &str = "election: no leader";
+const MISSING_LEADER: &str = "\"leader\" field must be provided";
 const NO_LEADER: &str = "etcdserver: no leader";
 const TIMEOUT: &str = "etcdserver: request timed out";
 const STOPPED: &str = "etcdserver: server stopped";
@@ -59,6 +67,17 @@ pub(crate) enum RequestError {
     UnexpectedResponse(&'static str),
     /// A lease TTL above etcd's maximum.
     LeaseTtlTooLarge,
+    /// A lock or campaign without a lease: refused, since a session the
+    /// server made up would outlive the client.
+    NoLease,
+    /// A lock or campaign whose lease expired while it waited.
+    SessionExpired,
+    /// A proclaim by a leader that no longer leads.
+    NotLeader,
+    /// An election nobody leads.
+    NoElectionLeader,
+    /// A proclaim or resign without its leader key.
+    MissingLeader,
 }
 
 /// Names the kind of a response apply should not have given.
@@ -183,6 +202,11 @@ impl From<RequestError> for Status {
             RequestError::Timeout => Status::unavailable(TIMEOUT),
             RequestError::Stopped => Status::unavailable(STOPPED),
             RequestError::LeaseTtlTooLarge => Status::out_of_range(LEASE_TTL_TOO_LARGE),
+            RequestError::NoLease => Status::invalid_argument(NO_LEASE),
+            RequestError::SessionExpired => Status::unknown(SESSION_EXPIRED),
+            RequestError::NotLeader => Status::unknown(NOT_LEADER),
+            RequestError::NoElectionLeader => Status::unknown(NO_ELECTION_LEADER),
+            RequestError::MissingLeader => Status::unknown(MISSING_LEADER),
             RequestError::UnexpectedResponse(kind) => Status::internal(format!(
                 "etcdserver: internal error: apply answered with a {kind} response"
             )),

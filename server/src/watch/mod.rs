@@ -9,5 +9,5 @@ mod group;
 mod hub;
 mod service;
 
-pub(crate) use hub::Hub;
+pub(crate) use hub::{Hub, Out, Spec, StreamId};
 pub(crate) use service::WatchService;

@@ -54,7 +54,8 @@ on_both!(
     watch_interactive_progress,
     lease_lifecycle,
     lease_expiry_and_keep_alive,
-    lease_survives_a_restart
+    lease_survives_a_restart,
+    lock_and_elect
 );
 
 fn ctl(node: &impl ServerProc) -> Etcdctl {
@@ -583,4 +584,33 @@ async fn lease_checkpoint_survives_a_restart() {
     // 20 s granted, about 6 s spent, at most one checkpoint interval and an
     // election timeout added back: well below a fresh 20.
     assert!((10..=17).contains(&remaining), "{ttl}");
+}
+
+async fn lock_and_elect(node: &mut impl ServerProc) {
+    let ctl = ctl(node);
+    // With a command, the lock is held while it runs.
+    assert_eq!(ctl.ok(&["lock", "job", "echo", "held"]).trim(), "held");
+
+    let mut first = ctl.spawn(&["lock", "--ttl", "2", "job"]);
+    let key = first.lines(1).remove(0);
+    assert!(key.starts_with("job/"), "{key}");
+    let mut second = ctl.spawn(&["lock", "job"]);
+    assert_eq!(second.try_line(Duration::from_secs(1)), None, "two holders");
+    // SIGKILL: the first holder's session ends when its lease expires.
+    drop(first);
+    let next = second.lines(1).remove(0);
+    assert!(next.starts_with("job/") && next != key, "{next}");
+
+    let mut leader = ctl.spawn(&["elect", "e", "p1"]);
+    let lines = leader.lines(2);
+    assert!(lines[0].starts_with("e/"), "{lines:?}");
+    assert_eq!(lines[1], "p1");
+    let mut observer = ctl.spawn(&["elect", "-l", "e"]);
+    assert_eq!(observer.lines(2), lines);
+    let mut candidate = ctl.spawn(&["elect", "e", "p2"]);
+    assert_eq!(
+        candidate.try_line(Duration::from_secs(1)),
+        None,
+        "two leaders"
+    );
 }

@@ -1,6 +1,7 @@
 //! Integration tests: nodes started in-process on 127.0.0.1 port 0, driven
 //! with the `etcd-client` crate as any etcd user would.
 
+mod concurrency;
 mod crash;
 mod differential;
 mod etcdctl;

@@ -189,6 +189,13 @@ impl Running {
     }
 }
 
+impl Running {
+    /// The next line, if one comes within `wait`.
+    pub fn try_line(&mut self, wait: Duration) -> Option<String> {
+        self.lines.recv_timeout(wait).ok()
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
