@@ -78,7 +78,11 @@ async fn cycles(args: &Args, conns: &[Client]) -> anyhow::Result<()> {
     }
     let mut lat = Vec::new();
     for t in tasks {
-        lat.extend(t.await.context("worker panicked")?.context("cycle failed")?);
+        lat.extend(
+            t.await
+                .context("worker panicked")?
+                .context("cycle failed")?,
+        );
     }
     let secs = start.elapsed().as_secs_f64();
     lat.sort();
@@ -114,7 +118,9 @@ async fn expiry(args: &Args, conns: &[Client]) -> anyhow::Result<()> {
         }));
     }
     for g in grants {
-        g.await.context("grant task panicked")?.context("grant failed")?;
+        g.await
+            .context("grant task panicked")?
+            .context("grant failed")?;
     }
     let granted = Instant::now();
 

@@ -122,15 +122,20 @@ impl Lessor {
         }
     }
 
-    /// Renews a lease for its full TTL; None if it does not exist.
+    /// Renews a lease for its full TTL; None if it does not exist, or has
+    /// expired and waits for its revoke (as etcd, an expired lease is not
+    /// brought back).
     pub(crate) fn renew(&self, id: i64) -> Option<i64> {
         let Some(lease) = self.store.lease(id) else {
             self.deadlines.lock().remove(&id);
             return None;
         };
-        self.deadlines
-            .lock()
-            .insert(id, Instant::now() + secs(lease.ttl));
+        let now = Instant::now();
+        let mut deadlines = self.deadlines.lock();
+        if deadlines.get(&id).is_some_and(|at| *at <= now) {
+            return None;
+        }
+        deadlines.insert(id, now + secs(lease.ttl));
         Some(lease.ttl)
     }
 
