@@ -9,11 +9,13 @@
 //! The full benchmark tool (cairn-bench) replaces this in the benchmark
 //! issue; scripts/compare-kv.sh runs it against cairn and etcd in turn.
 
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use etcd_client::{Client, GetOptions};
+use etcd_client::GetOptions;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Op {
@@ -43,22 +45,10 @@ struct Args {
     val_size: usize,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut conns = Vec::new();
-    for _ in 0..args.conns.max(1) {
-        conns.push(
-            Client::connect([args.endpoint.as_str()], None)
-                .await
-                .context("connect")?,
-        );
-    }
+    let conns = common::connect(&args.endpoint, args.conns).await?;
     if matches!(args.op, Op::Get | Op::GetSerializable) {
         // Fill the key space first so reads find values.
         let mut c = conns[0].clone();
@@ -113,8 +103,8 @@ async fn main() -> anyhow::Result<()> {
         lat.len(),
         elapsed,
         lat.len() as f64 / elapsed,
-        percentile(&lat, 0.50),
-        percentile(&lat, 0.99)
+        common::percentile(&lat, 0.50),
+        common::percentile(&lat, 0.99)
     );
     Ok(())
 }

@@ -10,6 +10,8 @@
 //!
 //! `cargo run --release -p cairn-benches --example leaseload -- --op cycles`
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,14 +42,6 @@ struct Args {
     leases: usize,
     #[arg(long, default_value_t = 5)]
     ttl: i64,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
 }
 
 async fn cycles(args: &Args, conns: &[Client]) -> anyhow::Result<()> {
@@ -90,8 +84,8 @@ async fn cycles(args: &Args, conns: &[Client]) -> anyhow::Result<()> {
         "{{\"op\":\"cycles\",\"cycles\":{},\"seconds\":{secs:.3},\"cycles_per_sec\":{:.0},\"p50_ms\":{:.3},\"p99_ms\":{:.3}}}",
         lat.len(),
         lat.len() as f64 / secs,
-        percentile(&lat, 0.50),
-        percentile(&lat, 0.99)
+        common::percentile(&lat, 0.50),
+        common::percentile(&lat, 0.99)
     );
     Ok(())
 }
@@ -179,11 +173,11 @@ async fn expiry(args: &Args, conns: &[Client]) -> anyhow::Result<()> {
         per * 16,
         gone_at.as_secs_f64(),
         quiet.len(),
-        percentile(&quiet, 0.50),
-        percentile(&quiet, 0.99),
+        common::percentile(&quiet, 0.50),
+        common::percentile(&quiet, 0.99),
         during.len(),
-        percentile(&during, 0.50),
-        percentile(&during, 0.99),
+        common::percentile(&during, 0.50),
+        common::percentile(&during, 0.99),
     );
     Ok(())
 }
@@ -191,14 +185,7 @@ async fn expiry(args: &Args, conns: &[Client]) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut conns = Vec::new();
-    for _ in 0..args.conns.max(1) {
-        conns.push(
-            Client::connect([args.endpoint.as_str()], None)
-                .await
-                .context("connect")?,
-        );
-    }
+    let conns = common::connect(&args.endpoint, args.conns).await?;
     match args.op {
         Op::Cycles => cycles(&args, &conns).await,
         Op::Expiry => expiry(&args, &conns).await,

@@ -13,6 +13,8 @@
 //! `cargo run --release -p cairn-benches --example watchload -- --endpoint
 //! http://127.0.0.1:2379 --watchers 200 --streams 200 --puts 500`
 
+mod common;
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
@@ -75,14 +77,6 @@ fn cpu_ms(pid: Option<u32>) -> anyhow::Result<u64> {
     Ok(ticks * 10)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
 /// Opens one stream with `n` watchers of `w/` and waits for their
 /// Created responses.
 async fn open(client: &mut Client, n: usize) -> anyhow::Result<WatchStream> {
@@ -103,14 +97,7 @@ async fn open(client: &mut Client, n: usize) -> anyhow::Result<WatchStream> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut conns = Vec::new();
-    for _ in 0..args.conns.max(1) {
-        conns.push(
-            Client::connect([args.endpoint.as_str()], None)
-                .await
-                .context("connect")?,
-        );
-    }
+    let mut conns = common::connect(&args.endpoint, args.conns).await?;
     let rss_before = rss_kb(args.pid)?;
     let streams = args.streams.clamp(1, args.watchers.max(1));
     let mut opened = Vec::new();
@@ -197,8 +184,8 @@ async fn main() -> anyhow::Result<()> {
         puts as f64 / put_secs,
         lat.len(),
         lat.len() as f64 / secs,
-        percentile(&lat, 0.50),
-        percentile(&lat, 0.99),
+        common::percentile(&lat, 0.50),
+        common::percentile(&lat, 0.99),
         rss_before,
         rss_after,
         (rss_after.saturating_sub(rss_before) * 1024) as f64 / watchers,

@@ -118,26 +118,28 @@ impl Parts {
     /// The waiter just before `rev` under `prefix` (the greatest create
     /// revision below it), and the revision the read saw.
     fn predecessor(&self, prefix: &[u8], rev: i64) -> StoreResult<(Option<KeyValue>, i64)> {
-        let resp = self.store.range(&RangeRequest {
-            key: prefix.to_vec(),
-            range_end: prefix_end(prefix),
-            max_create_revision: rev - 1,
-            sort_order: SortOrder::Descend as i32,
-            sort_target: SortTarget::Create as i32,
-            limit: 1,
-            ..Default::default()
-        })?;
-        let at = resp.header.map_or(0, |h| h.revision);
-        Ok((resp.kvs.into_iter().next(), at))
+        self.one_waiter(prefix, rev - 1, SortOrder::Descend)
     }
 
     /// The first waiter under `prefix` (the least create revision), and
     /// the revision the read saw.
     fn first(&self, prefix: &[u8]) -> StoreResult<(Option<KeyValue>, i64)> {
+        self.one_waiter(prefix, 0, SortOrder::Ascend)
+    }
+
+    /// The first waiter under `prefix` in create-revision `order`, among
+    /// those created at or below `max_create` (0: all).
+    fn one_waiter(
+        &self,
+        prefix: &[u8],
+        max_create: i64,
+        order: SortOrder,
+    ) -> StoreResult<(Option<KeyValue>, i64)> {
         let resp = self.store.range(&RangeRequest {
             key: prefix.to_vec(),
             range_end: prefix_end(prefix),
-            sort_order: SortOrder::Ascend as i32,
+            max_create_revision: max_create,
+            sort_order: order as i32,
             sort_target: SortTarget::Create as i32,
             limit: 1,
             ..Default::default()

@@ -1,0 +1,24 @@
+//! What the load loops share: connections and percentiles.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use etcd_client::Client;
+
+/// `conns` (at least one) separate connections to `endpoint`.
+pub async fn connect(endpoint: &str, conns: usize) -> anyhow::Result<Vec<Client>> {
+    let mut out = Vec::new();
+    for _ in 0..conns.max(1) {
+        out.push(Client::connect([endpoint], None).await.context("connect")?);
+    }
+    Ok(out)
+}
+
+/// The `p` quantile of sorted latencies, in milliseconds (0 when empty).
+pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
