@@ -145,6 +145,27 @@ impl Lessor {
         Some(at.saturating_duration_since(Instant::now()).as_secs() as i64)
     }
 
+    /// Brings the deadlines in line with the store: a lease whose grant
+    /// was applied although its proposer gave up waiting (a timeout) gets a
+    /// deadline of its full TTL from now, and a revoked one loses its own.
+    fn reconcile(&self) {
+        let ids = self.store.lease_ids();
+        let now = Instant::now();
+        let mut deadlines = self.deadlines.lock();
+        if deadlines.len() == ids.len() && ids.iter().all(|id| deadlines.contains_key(id)) {
+            return;
+        }
+        let known: std::collections::HashSet<i64> = ids.iter().copied().collect();
+        deadlines.retain(|id, _| known.contains(id));
+        for id in ids {
+            if !deadlines.contains_key(&id) {
+                if let Some(lease) = self.store.lease(id) {
+                    deadlines.insert(id, now + secs(lease.ttl));
+                }
+            }
+        }
+    }
+
     /// The leases whose deadline has passed, at most `max`.
     fn expired(&self, max: usize) -> Vec<i64> {
         let now = Instant::now();
@@ -180,6 +201,7 @@ impl Lessor {
                 if !leading {
                     continue;
                 }
+                lessor.reconcile();
                 let expired = lessor.expired(per_tick);
                 let revokes = expired.iter().map(|id| lessor.revoke(*id));
                 for (id, result) in expired.iter().zip(futures::future::join_all(revokes).await) {
