@@ -158,9 +158,9 @@ impl Lessor {
         let known: std::collections::HashSet<i64> = ids.iter().copied().collect();
         deadlines.retain(|id, _| known.contains(id));
         for id in ids {
-            if !deadlines.contains_key(&id) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = deadlines.entry(id) {
                 if let Some(lease) = self.store.lease(id) {
-                    deadlines.insert(id, now + secs(lease.ttl));
+                    slot.insert(now + secs(lease.ttl));
                 }
             }
         }
