@@ -113,15 +113,17 @@ impl Lease for LeaseService {
         let req = request.into_inner();
         let header = self.current();
         // An unknown lease answers TTL -1, not an error.
-        let resp = match (self.store.lease(req.id), self.lessor.remaining(req.id)) {
-            (Some(lease), Some(left)) => LeaseTimeToLiveResponse {
+        let resp = match self.store.lease(req.id) {
+            // A lease the lessor has no deadline for yet (its grant's
+            // proposer gave up waiting) has its whole TTL ahead.
+            Some(lease) => LeaseTimeToLiveResponse {
                 header,
                 id: req.id,
-                ttl: left,
+                ttl: self.lessor.remaining(req.id).unwrap_or(lease.ttl),
                 granted_ttl: lease.ttl,
                 keys: if req.keys { lease.keys } else { Vec::new() },
             },
-            _ => LeaseTimeToLiveResponse {
+            None => LeaseTimeToLiveResponse {
                 header,
                 id: req.id,
                 ttl: -1,
