@@ -25,7 +25,7 @@ use super::diff::{Clients, Reply, Request};
 use super::{CairnProc, EtcdProc, ServerProc};
 
 /// How long every stream must stay silent before the next step.
-const QUIET: Duration = Duration::from_millis(300);
+const QUIET: Duration = Duration::from_millis(500);
 /// Bound on waiting for silence, so a chatty server fails the step.
 const STEP_LIMIT: Duration = Duration::from_secs(10);
 
