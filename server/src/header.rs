@@ -26,10 +26,15 @@ impl Header {
 
     /// The complete header, keeping `header.revision`.
     pub(crate) fn fill(&self, header: Option<ResponseHeader>) -> Option<ResponseHeader> {
+        self.at(header.map_or(0, |h| h.revision))
+    }
+
+    /// The complete header of an answer at `revision`.
+    pub(crate) fn at(&self, revision: i64) -> Option<ResponseHeader> {
         Some(ResponseHeader {
             cluster_id: self.ids.cluster_id,
             member_id: self.ids.member_id,
-            revision: header.map_or(0, |h| h.revision),
+            revision,
             raft_term: self.metrics.borrow().current_term,
         })
     }

@@ -38,10 +38,7 @@ impl ElectionService {
     }
 
     fn current(&self) -> Option<ResponseHeader> {
-        self.header.fill(Some(ResponseHeader {
-            revision: self.parts.store.revision(),
-            ..Default::default()
-        }))
+        self.header.at(self.parts.store.revision())
     }
 
     /// A txn guarded by "`leader` still holds its key".
@@ -180,10 +177,7 @@ impl Election for ElectionService {
                     if now != last {
                         last = now;
                         let resp = LeaderResponse {
-                            header: header.fill(Some(ResponseHeader {
-                                revision: at,
-                                ..Default::default()
-                            })),
+                            header: header.at(at),
                             kv: Some(kv),
                         };
                         if tx.send(Ok(resp)).await.is_err() {

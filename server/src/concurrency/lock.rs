@@ -1,6 +1,5 @@
 //! The Lock service (etcd's v3lockpb).
 
-use cairn_proto::etcdserverpb::ResponseHeader;
 use cairn_proto::v3lockpb::lock_server::Lock;
 use cairn_proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 use tonic::{Request, Response, Status};
@@ -26,13 +25,6 @@ impl LockService {
         }
     }
 
-    fn header(&self, revision: i64) -> Option<ResponseHeader> {
-        self.header.fill(Some(ResponseHeader {
-            revision,
-            ..Default::default()
-        }))
-    }
-
     async fn lock(&self, req: LockRequest) -> Result<LockResponse, RequestError> {
         if req.lease == 0 {
             return Err(RequestError::NoLease);
@@ -49,7 +41,7 @@ impl LockService {
         }
         abandon.keep();
         Ok(LockResponse {
-            header: self.header(self.parts.store.revision()),
+            header: self.header.at(self.parts.store.revision()),
             key,
         })
     }
@@ -73,7 +65,7 @@ impl Lock for LockService {
             .await
             .map_err(Status::from)?;
         Ok(Response::new(UnlockResponse {
-            header: self.header(rev),
+            header: self.header.at(rev),
         }))
     }
 }

@@ -48,10 +48,7 @@ impl LeaseService {
 
     /// The header of a lease answer: the current revision, as etcd's.
     fn current(&self) -> Option<ResponseHeader> {
-        self.header.fill(Some(ResponseHeader {
-            revision: self.store.revision(),
-            ..Default::default()
-        }))
+        self.header.at(self.store.revision())
     }
 }
 
@@ -95,10 +92,7 @@ impl Lease for LeaseService {
             // An unknown lease answers TTL 0, not an error.
             let ttl = lessor.renew(id).unwrap_or(0);
             Ok(LeaseKeepAliveResponse {
-                header: header.fill(Some(ResponseHeader {
-                    revision: store.revision(),
-                    ..Default::default()
-                })),
+                header: header.at(store.revision()),
                 id,
                 ttl,
             })

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use cairn_proto::etcdserverpb::watch_create_request::FilterType;
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::etcdserverpb::watch_server::Watch;
-use cairn_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
+use cairn_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use cairn_proto::mvccpb::{event::EventType, Event};
 use cairn_raft_storage::Store;
 use futures::Stream;
@@ -169,13 +169,6 @@ impl Renderer {
         }
     }
 
-    fn header(&self, revision: i64) -> Option<ResponseHeader> {
-        self.header.fill(Some(ResponseHeader {
-            revision,
-            ..Default::default()
-        }))
-    }
-
     fn render(&mut self, out: Out) {
         let base = |header, watch_id| WatchResponse {
             header,
@@ -185,13 +178,13 @@ impl Renderer {
         let resp = match out {
             Out::Created { watch_id, revision } => WatchResponse {
                 created: true,
-                ..base(self.header(revision), watch_id)
+                ..base(self.header.at(revision), watch_id)
             },
             Out::Refused { revision, reason } => WatchResponse {
                 created: true,
                 canceled: true,
                 cancel_reason: reason.to_owned(),
-                ..base(self.header(revision), -1)
+                ..base(self.header.at(revision), -1)
             },
             Out::Canceled {
                 watch_id,
@@ -200,9 +193,9 @@ impl Renderer {
             } => WatchResponse {
                 canceled: true,
                 compact_revision,
-                ..base(self.header(revision), watch_id)
+                ..base(self.header.at(revision), watch_id)
             },
-            Out::Progress { watch_id, revision } => base(self.header(revision), watch_id),
+            Out::Progress { watch_id, revision } => base(self.header.at(revision), watch_id),
             Out::Events {
                 watch_id,
                 revision,
@@ -214,7 +207,7 @@ impl Renderer {
                     .iter()
                     .map(|ev| self.event(ev, prev_kv))
                     .collect::<Vec<_>>();
-                let header = self.header(revision);
+                let header = self.header.at(revision);
                 for (chunk, more) in chunks(events, self.max_bytes, fragment) {
                     self.pending.push_back(WatchResponse {
                         events: chunk,
