@@ -115,3 +115,45 @@ async fn elections_follow_the_first_candidate() {
     assert_eq!(s.message(), "election: not leader");
     node.shutdown().await;
 }
+
+/// A waiter whose client gives up deletes its key, though its lease lives
+/// on: it leaves nothing queued behind the holder.
+#[tokio::test]
+async fn an_abandoned_waiter_leaves_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path()).await;
+    let mut c = client(&node).await;
+    let a = c.lease_grant(60, None).await.unwrap().id();
+    let b = c.lease_grant(60, None).await.unwrap().id();
+    c.lock("job", Some(LockOptions::new().with_lease(a)))
+        .await
+        .unwrap();
+    let mut c2 = c.clone();
+    let waiter =
+        tokio::spawn(async move { c2.lock("job", Some(LockOptions::new().with_lease(b))).await });
+    let key = format!("job/{b:x}");
+    // Queued behind a.
+    let queued = async {
+        while c.get(key.as_str(), None).await.unwrap().count() == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), queued)
+        .await
+        .expect("b queues");
+    waiter.abort();
+    let removed = async {
+        while c.get(key.as_str(), None).await.unwrap().count() != 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), removed)
+        .await
+        .expect("the abandoned waiter's key is deleted");
+    // Its lease is untouched.
+    assert_eq!(
+        c.lease_time_to_live(b, None).await.unwrap().granted_ttl(),
+        60
+    );
+    node.shutdown().await;
+}
