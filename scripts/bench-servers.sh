@@ -1,6 +1,9 @@
 # Sourced by the compare-* scripts: starts cairn or etcd (Debian's 3.4) as a
 # one-member cluster on 127.0.0.1:23790 with a fresh data dir under $work.
 # After `start NAME`, $pid is the server's pid; the caller kills it.
+# `run SERVER NAME ARGS...` does one measured run: a fresh server, then the
+# load loop `$load` against it (with `--pid` when `$pass_pid` is set), as one
+# JSON line tagged with $round and NAME.
 
 command -v etcd >/dev/null || { echo "etcd missing: run scripts/test.sh first" >&2; exit 1; }
 work=$(mktemp -d)
@@ -22,4 +25,15 @@ start() { # name -> starts the server on 127.0.0.1:23790 in the background
     sleep 0.1
   done
   echo "$1 did not start:" >&2; cat "$work/log" >&2; exit 1
+}
+
+run() { # server name loader-args...
+  local server=$1 name=$2; shift 2
+  start "$server"
+  local extra=()
+  if [[ -n ${pass_pid:-} ]]; then extra=(--pid "$pid"); fi
+  printf '{"server":"%s","round":%d,"run":"%s","result":' "$server" "$round" "$name"
+  "$load" --endpoint http://127.0.0.1:23790 "${extra[@]}" "$@" | tr -d '\n'
+  echo "}"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
 }

@@ -17,11 +17,7 @@ load=target/release/examples/leaseload
 for round in $(seq "$rounds"); do
   for server in cairn etcd; do
     for op in cycles expiry; do
-      start "$server"
-      printf '{"server":"%s","round":%d,"result":' "$server" "$round"
-      "$load" --endpoint http://127.0.0.1:23790 --op "$op" --clients 32 --total 10000 | tr -d '\n'
-      echo "}"
-      kill "$pid"; wait "$pid" 2>/dev/null || true
+      run "$server" "$op" --op "$op" --clients 32 --total 10000
     done
   done
 done

@@ -15,15 +15,7 @@ rounds=${1:-2}
 source scripts/bench-servers.sh
 cargo build --release -q --bin cairn --example watchload -p cairn-server -p cairn-benches
 load=target/release/examples/watchload
-
-run() { # server name args...
-  local server=$1 name=$2; shift 2
-  start "$server"
-  printf '{"server":"%s","round":%d,"run":"%s","result":' "$server" "$round" "$name"
-  "$load" --endpoint http://127.0.0.1:23790 --pid "$pid" "$@" | tr -d '\n'
-  echo "}"
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-}
+pass_pid=1
 
 for round in $(seq "$rounds"); do
   for server in cairn etcd; do
