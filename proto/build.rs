@@ -1,4 +1,5 @@
-//! Compiles the etcd .proto files under `proto/` into Rust.
+//! Compiles the .proto files under `proto/` into Rust: etcd's public API,
+//! and Cairn's private peer protocol.
 //!
 //! protox parses the files in-process, so no system `protoc` is needed;
 //! tonic-prost-build turns the descriptors into prost messages and, with the
@@ -18,6 +19,7 @@ const PROTO_FILES: &[&str] = &[
     "proto/etcd/api/etcdserverpb/rpc.proto",
     "proto/etcd/api/v3election/v3electionpb/v3election.proto",
     "proto/etcd/api/v3lock/v3lockpb/v3lock.proto",
+    "proto/cairn/peer/peer.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

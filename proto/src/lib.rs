@@ -18,7 +18,9 @@
 //!   - [`etcdserverpb`]: the KV, Watch, Lease, Cluster, Maintenance and
 //!     Auth services;
 //!   - [`v3electionpb`]: the Election service;
-//!   - [`v3lockpb`]: the Lock service.
+//!   - [`v3lockpb`]: the Lock service;
+//!   - [`cairnpeer`]: Cairn's own peer protocol, which is not etcd's and is
+//!     exempt from the wire-identity invariant below.
 //!
 //! Service modules follow tonic's naming, e.g.
 //! `etcdserverpb::kv_client::KvClient` and `etcdserverpb::kv_server::Kv`.
@@ -32,6 +34,8 @@
 //!   so the gRPC paths such as `/etcdserverpb.KV/Range`), field numbers,
 //!   field types and enum values match etcd v3.5, plus the fields v3.6 added.
 //!   Never renumber or retype a field here; add new ones only when etcd does.
+//!   The one exception is `StatusResponse.cairnVersion` (field 1001, far
+//!   above etcd's numbers), which etcd clients skip as an unknown field.
 //! - **No logic.** Nothing here validates, converts or interprets a message.
 //!   Translating etcd's sentinels (`0` for "no lease", `<= 0` for "latest
 //!   revision") into Rust types happens at the server's gRPC edge.
@@ -66,4 +70,12 @@ pub mod v3electionpb {
 #[allow(clippy::all, missing_docs)]
 pub mod v3lockpb {
     include!(concat!(env!("OUT_DIR"), "/v3lockpb.rs"));
+}
+
+/// Cairn's private peer protocol (`cairnpeer`): replication, elections,
+/// snapshots and requests forwarded to the leader. Not part of etcd's API;
+/// only Cairn members speak it, on their peer URLs.
+#[allow(clippy::all, missing_docs)]
+pub mod cairnpeer {
+    include!(concat!(env!("OUT_DIR"), "/cairnpeer.rs"));
 }

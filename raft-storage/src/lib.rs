@@ -47,4 +47,4 @@ pub use log_store::LogStore;
 pub use mvcc::Store;
 pub use state_machine::StateMachine;
 pub use storage::{open, Opened, Options};
-pub use typ::{NodeId, Raft, Request, Response, TypeConfig};
+pub use typ::{Member, NodeId, Raft, Request, Response, TypeConfig};

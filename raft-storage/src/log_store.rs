@@ -13,6 +13,7 @@
 //! durable at least as far as the log it lets go of (the state machine and
 //! the log share one sled database, so one flush covers both).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{mpsc, Arc};
@@ -20,12 +21,13 @@ use std::thread::JoinHandle;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{
-    Entry, ErrorSubject, ErrorVerb, LogId, RaftLogId, StorageError, StorageIOError, Vote,
+    CommittedLeaderId, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, Membership, RaftLogId,
+    StorageError, StorageIOError, Vote,
 };
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::typ::{NodeId, TypeConfig};
+use crate::typ::{Member, NodeId, TypeConfig};
 
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
@@ -136,6 +138,40 @@ impl LogStore {
 
     fn last_purged(&self) -> Result<Option<LogId<NodeId>>> {
         self.meta(KEY_PURGED)
+    }
+
+    /// `--force-new-cluster`: appends a membership entry that leaves `id`
+    /// (described by `member`) the only member, after every entry in the
+    /// log, and flushes it. Everything already in the log is kept, and is
+    /// committed once the member leads its new one-member cluster.
+    ///
+    /// Call it before openraft opens the log.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub fn force_sole_member(&self, id: NodeId, member: Member) -> Result<()> {
+        let last = match self.log.last()? {
+            Some((_, v)) => Some(*decode::<Entry<TypeConfig>>(&v)?.get_log_id()),
+            None => self.last_purged()?,
+        };
+        let vote: Option<Vote<NodeId>> = self.meta(KEY_VOTE)?;
+        let term = vote
+            .map(|v| v.leader_id().term)
+            .max(last.map(|l| l.leader_id.term))
+            .unwrap_or(0);
+        let index = last.map_or(0, |l| l.index + 1);
+        let membership = Membership::new(
+            vec![BTreeSet::from([id])],
+            BTreeMap::from([(id, member)]),
+        );
+        let entry = Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(term, id), index),
+            payload: EntryPayload::Membership(membership),
+        };
+        self.log.insert(index.to_be_bytes(), encode(&entry))?;
+        self.db.flush()?;
+        Ok(())
     }
 
     fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry<TypeConfig>>> {

@@ -46,7 +46,7 @@ use cairn_proto::etcdserverpb::{
     RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use cairn_proto::mvccpb::{event::EventType, Event, KeyValue};
-use openraft::{BasicNode, Entry, EntryPayload, LogId, StoredMembership};
+use openraft::{Entry, EntryPayload, LogId, StoredMembership};
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
 
@@ -55,7 +55,7 @@ use crate::error::{ApplyError, Error, Result};
 use crate::index::{Index, KeyRange};
 use crate::lease::{self, Lease, Leases};
 use crate::revision::{self, Revision};
-use crate::typ::{NodeId, Request, Response, TypeConfig};
+use crate::typ::{Member, NodeId, Request, Response, TypeConfig};
 
 pub(crate) const META_APPLIED: &[u8] = b"m/applied";
 pub(crate) const META_MEMBERSHIP: &[u8] = b"m/membership";
@@ -69,7 +69,7 @@ const COMPACTION_BATCH: usize = 1000;
 /// Pause between compaction batches, so apply and reads get the gate.
 const COMPACTION_PAUSE: Duration = Duration::from_millis(1);
 
-pub(crate) type Membership = StoredMembership<NodeId, BasicNode>;
+pub(crate) type Membership = StoredMembership<NodeId, Member>;
 
 /// What readers and apply share, behind the `state` lock.
 #[derive(Debug, Default)]

@@ -33,7 +33,9 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use openraft::{BasicNode, SnapshotMeta};
+use openraft::SnapshotMeta;
+
+use crate::typ::Member;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -54,7 +56,7 @@ const LOAD_BATCH: usize = 4096;
 /// What a snapshot says about itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(crate) struct Header {
-    pub meta: SnapshotMeta<NodeId, BasicNode>,
+    pub meta: SnapshotMeta<NodeId, Member>,
     pub revision: i64,
     pub compact: i64,
     pub compact_done: i64,

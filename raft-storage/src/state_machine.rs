@@ -138,7 +138,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<
         (
             Option<LogId<NodeId>>,
-            StoredMembership<NodeId, openraft::BasicNode>,
+            StoredMembership<NodeId, crate::typ::Member>,
         ),
         StorageError<NodeId>,
     > {
@@ -168,7 +168,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        meta: &SnapshotMeta<NodeId, crate::typ::Member>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         let bytes = snapshot.into_inner();

@@ -26,7 +26,7 @@ openraft::declare_raft_types!(
         D = Request,
         R = Response,
         NodeId = NodeId,
-        Node = openraft::BasicNode,
+        Node = Member,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
         AsyncRuntime = openraft::TokioRuntime,
@@ -34,6 +34,23 @@ openraft::declare_raft_types!(
 
 /// The openraft handle with Cairn's types.
 pub type Raft = openraft::Raft<TypeConfig>;
+
+/// What the membership config records of each member, as etcd's member
+/// list shows it. openraft replicates it with the membership itself, so
+/// every member knows every other's URLs.
+///
+/// `name` and `client_urls` are empty for a member that was added but has
+/// not started yet; it publishes them once it runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// `--name`.
+    pub name: String,
+    /// The URLs peers reach it on (`--initial-advertise-peer-urls`); the
+    /// first is the one the peer transport dials.
+    pub peer_urls: Vec<String>,
+    /// `--advertise-client-urls`.
+    pub client_urls: Vec<String>,
+}
 
 /// A mutating request, replicated through the log and applied in order.
 #[derive(Debug, Clone, PartialEq)]

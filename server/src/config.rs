@@ -161,6 +161,41 @@ pub struct Config {
         value_parser = duration::parse
     )]
     pub experimental_lease_checkpoint_interval: Duration,
+
+    /// Reject reconfiguration requests that would cause quorum loss.
+    #[arg(
+        long,
+        env = "ETCD_STRICT_RECONFIG_CHECK",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub strict_reconfig_check: bool,
+
+    /// Force to create a new one member cluster from this member's data,
+    /// keeping all of it.
+    #[arg(
+        long,
+        env = "ETCD_FORCE_NEW_CLUSTER",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub force_new_cluster: bool,
+
+    /// Promote a learner to a voting member as soon as it has caught up
+    /// with the leader (Cairn's own flag; etcd has none).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_AUTO_PROMOTE_LEARNERS",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub experimental_auto_promote_learners: bool,
 }
 
 /// `--initial-cluster-state`.
@@ -395,13 +430,9 @@ pub enum ConfigError {
         /// `--initial-advertise-peer-urls`.
         advertised: String,
     },
-    /// Multi-member bootstrap needs the peer transport, which is not there
-    /// yet.
-    #[error("--initial-cluster names {0} members; this version of cairn bootstraps single-member clusters only")]
-    MultiMember(usize),
-    /// `--initial-cluster-state=existing` on an empty data dir.
-    #[error("--initial-cluster-state=existing: joining a running cluster is not supported yet")]
-    JoinExisting,
+    /// Two members of `--initial-cluster` share a peer URL.
+    #[error("--initial-cluster has duplicate url {0}")]
+    DuplicatePeerUrl(String),
 }
 
 fn join_urls<'a>(urls: impl IntoIterator<Item = &'a Url>) -> String {
@@ -439,6 +470,9 @@ impl Config {
             snapshot_count: DEFAULT_SNAPSHOT_COUNT,
             experimental_watch_progress_notify_interval: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
             experimental_lease_checkpoint_interval: DEFAULT_LEASE_CHECKPOINT_INTERVAL,
+            strict_reconfig_check: true,
+            force_new_cluster: false,
+            experimental_auto_promote_learners: false,
         }
     }
 
@@ -550,12 +584,8 @@ impl Config {
     /// # Errors
     ///
     /// [`ConfigError::NameNotInInitialCluster`],
-    /// [`ConfigError::PeerUrlsMismatch`], [`ConfigError::MultiMember`] and
-    /// [`ConfigError::JoinExisting`].
+    /// [`ConfigError::PeerUrlsMismatch`] and [`ConfigError::DuplicatePeerUrl`].
     pub fn bootstrap_peer_urls(&self) -> Result<Vec<Url>, ConfigError> {
-        if self.initial_cluster_state == ClusterState::Existing {
-            return Err(ConfigError::JoinExisting);
-        }
         let cluster = self.initial_cluster();
         let in_cluster = cluster.peer_urls(&self.name);
         if in_cluster.is_empty() {
@@ -576,9 +606,10 @@ impl Config {
                 advertised: join_urls(self.initial_advertise_peer_urls.iter()),
             });
         }
-        let members = cluster.names().len();
-        if members > 1 {
-            return Err(ConfigError::MultiMember(members));
+        let mut all: Vec<&Url> = cluster.entries.iter().map(|(_, u)| u).collect();
+        all.sort_unstable();
+        if let Some(w) = all.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError::DuplicatePeerUrl(w[0].to_string()));
         }
         Ok(advertised.into_iter().cloned().collect())
     }
@@ -748,13 +779,11 @@ mod tests {
         ));
         assert_eq!(
             with_cluster("n1=http://10.0.0.1:2380,n2=http://10.0.0.2:2380").bootstrap_peer_urls(),
-            Err(ConfigError::MultiMember(2))
+            Ok(vec![url("http://10.0.0.1:2380")])
         );
-        let mut existing = base.clone();
-        existing.initial_cluster_state = ClusterState::Existing;
         assert_eq!(
-            existing.bootstrap_peer_urls(),
-            Err(ConfigError::JoinExisting)
+            with_cluster("n1=http://10.0.0.1:2380,n2=http://10.0.0.1:2380").bootstrap_peer_urls(),
+            Err(ConfigError::DuplicatePeerUrl("http://10.0.0.1:2380".into()))
         );
     }
 }

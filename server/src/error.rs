@@ -39,6 +39,10 @@ pub enum Error {
     /// The storage exists but the member identity file does not.
     #[error("data dir: {0}: storage exists but the member id file is missing")]
     MissingMemberFile(PathBuf),
+    /// `--initial-cluster-state existing`, and the cluster could not tell
+    /// this member its id.
+    #[error("joining the cluster: {0}")]
+    Join(String),
     /// The storage refused to open (corrupt, locked by another process, ...).
     #[error("storage")]
     Storage(#[from] cairn_raft_storage::Error),
@@ -69,7 +73,7 @@ pub enum Error {
     Raft(#[source] Box<openraft::error::Fatal<NodeId>>),
     /// Creating the one-member cluster failed.
     #[error("raft: bootstrapping the cluster")]
-    Initialize(#[source] Box<openraft::error::InitializeError<NodeId, openraft::BasicNode>>),
+    Initialize(#[source] Box<openraft::error::InitializeError<NodeId, cairn_raft_storage::Member>>),
     /// This member did not become leader in time.
     #[error("no leader elected within {0:?}")]
     NoLeader(Duration),
@@ -95,8 +99,8 @@ impl From<openraft::error::Fatal<NodeId>> for Error {
     }
 }
 
-impl From<openraft::error::InitializeError<NodeId, openraft::BasicNode>> for Error {
-    fn from(e: openraft::error::InitializeError<NodeId, openraft::BasicNode>) -> Self {
+impl From<openraft::error::InitializeError<NodeId, cairn_raft_storage::Member>> for Error {
+    fn from(e: openraft::error::InitializeError<NodeId, cairn_raft_storage::Member>) -> Self {
         Error::Initialize(Box::new(e))
     }
 }

@@ -2,7 +2,8 @@
 
 use cairn_proto::etcdserverpb::ResponseHeader;
 use cairn_raft_storage::{NodeId, Raft};
-use openraft::{BasicNode, RaftMetrics};
+use cairn_raft_storage::Member;
+use openraft::RaftMetrics;
 use tokio::sync::watch;
 
 use crate::member::MemberIds;
@@ -13,7 +14,7 @@ use crate::member::MemberIds;
 #[derive(Debug, Clone)]
 pub(crate) struct Header {
     ids: MemberIds,
-    metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
+    metrics: watch::Receiver<RaftMetrics<NodeId, Member>>,
 }
 
 impl Header {

@@ -14,7 +14,11 @@
 //! - `member`: the member and cluster ids, derived at bootstrap and kept in
 //!   `<data-dir>/member/id`.
 //! - `node`: the wiring function and shutdown ([`Node`]).
-//! - `network`: openraft's network; single-member only for now.
+//! - `peer`: the peer transport (Cairn's private `cairnpeer` protocol):
+//!   openraft's network, the peer service, forwarding to the leader.
+//! - `cluster`: membership changes, the Cluster service, and the steward
+//!   (pre-vote, publishing, removal, auto promotion).
+//! - `maintenance`: the Maintenance service (Status, MoveLeader).
 //! - `tracked`: knowing when every storage handle is gone.
 //! - `kv`: the KV service.
 //! - `concurrency`: the Lock and Election services, on leases, revisions
@@ -46,6 +50,7 @@
 
 #![warn(missing_docs)]
 
+mod cluster;
 mod compactor;
 mod concurrency;
 mod config;
@@ -53,9 +58,10 @@ mod error;
 mod header;
 mod kv;
 mod lease;
+mod maintenance;
 mod member;
-mod network;
 mod node;
+mod peer;
 mod propose;
 mod read_index;
 mod status;

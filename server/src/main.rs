@@ -59,10 +59,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     for addr in node.client_addrs() {
         tracing::info!(%addr, "serving client requests");
     }
-    let signal = shutdown_signal().await;
-    tracing::info!("received {signal}, shutting down");
-    node.shutdown().await;
-    signal_result(signal)
+    tokio::select! {
+        signal = shutdown_signal() => {
+            tracing::info!("received {signal}, shutting down");
+            node.shutdown().await;
+            signal_result(signal)
+        }
+        () = node.removed() => {
+            node.shutdown().await;
+            anyhow::bail!("the member has been permanently removed from the cluster")
+        }
+    }
 }
 
 /// Which signal arrived, or why none can be waited for.

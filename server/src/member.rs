@@ -16,14 +16,15 @@
 //! storage exists without this file is refused: guessing the ids again from
 //! flags that may have changed could give a member a second identity.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use cairn_raft_storage::NodeId;
+use cairn_raft_storage::{Member, NodeId};
 
-use crate::config::Config;
+use crate::config::{Config, Url};
 use crate::error::{Error, Result};
 
 /// File name of the identity file inside `<data-dir>/member`.
@@ -67,7 +68,14 @@ fn nonzero(id: u64) -> u64 {
     }
 }
 
-/// Derives the ids of a member being created.
+/// The id of a member of `--initial-cluster`: every member computes every
+/// other's the same way, from its name, its sorted peer URLs and the token.
+fn initial_member_id(name: &str, peer_urls: &[&Url], token: &str) -> NodeId {
+    let urls: Vec<String> = peer_urls.iter().map(ToString::to_string).collect();
+    nonzero(fnv1a64(format!("{name}\n{}\n{token}", urls.join(",")).as_bytes()))
+}
+
+/// Derives the ids of a member being created in a new cluster.
 ///
 /// The member id hashes the name, the sorted peer URLs and the cluster
 /// token; the cluster id hashes the canonical `--initial-cluster` and the
@@ -80,13 +88,41 @@ fn nonzero(id: u64) -> u64 {
 pub(crate) fn derive(config: &Config) -> Result<MemberIds> {
     let peer_urls = config.bootstrap_peer_urls()?;
     let token = &config.initial_cluster_token;
-    let urls: Vec<String> = peer_urls.iter().map(ToString::to_string).collect();
-    let member = format!("{}\n{}\n{}", config.name, urls.join(","), token);
+    let urls: Vec<&Url> = peer_urls.iter().collect();
     let cluster = format!("{}\n{}", config.initial_cluster().canonical(), token);
     Ok(MemberIds {
-        member_id: nonzero(fnv1a64(member.as_bytes())),
+        member_id: initial_member_id(&config.name, &urls, token),
         cluster_id: nonzero(fnv1a64(cluster.as_bytes())),
     })
+}
+
+/// Every member of `--initial-cluster`, by id, as the first membership
+/// config records them. Client URLs are unknown until each member
+/// publishes its own, so every member bootstraps the identical config.
+pub(crate) fn initial_members(config: &Config) -> BTreeMap<NodeId, Member> {
+    let cluster = config.initial_cluster();
+    let token = &config.initial_cluster_token;
+    cluster
+        .names()
+        .into_iter()
+        .map(|name| {
+            let urls = cluster.peer_urls(name);
+            let member = Member {
+                name: name.to_owned(),
+                peer_urls: urls.iter().map(ToString::to_string).collect(),
+                client_urls: Vec::new(),
+            };
+            (initial_member_id(name, &urls, token), member)
+        })
+        .collect()
+}
+
+/// The id of a member added at runtime (MemberAdd): its peer URLs, the
+/// cluster and the leader's last log index, which no two additions share,
+/// so an id is never handed out twice.
+pub(crate) fn added_member_id(peer_urls: &[String], cluster_id: u64, log_index: u64) -> NodeId {
+    let key = format!("{}\n{cluster_id:x}\n{log_index}", peer_urls.join(","));
+    nonzero(fnv1a64(key.as_bytes()))
 }
 
 /// Path of the identity file in `member_dir`.

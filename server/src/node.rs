@@ -5,36 +5,40 @@
 //! `Raft::new` → (bootstrap) → leadership → services. [`Node::shutdown`]
 //! undoes it in reverse order and returns only when the storage is closed.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_proto::cairnpeer::peer_server::PeerServer;
+use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
+use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use cairn_proto::v3electionpb::election_server::ElectionServer;
 use cairn_proto::v3lockpb::lock_server::LockServer;
-use cairn_raft_storage::{Opened, Options as StorageOptions, Raft, Store};
+use cairn_raft_storage::{Member, Opened, Options as StorageOptions, Raft, Store};
 use openraft::error::{Fatal, InitializeError, RaftError};
 use openraft::metrics::WaitError;
-use openraft::{BasicNode, ServerState, SnapshotPolicy};
+use openraft::{ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
+use crate::cluster::{ClusterService, Membership, Reached, Steward, StewardConfig};
 use crate::compactor;
 use crate::concurrency::{self, ElectionService, LockService};
-use crate::config::{Config, Scheme, Url};
+use crate::config::{ClusterState, Config, Scheme, Url};
 use crate::error::{Error, Result};
 use crate::header::Header;
 use crate::kv::{KvParts, KvService};
 use crate::lease::{LeaseService, Lessor};
+use crate::maintenance::{MaintenanceParts, MaintenanceService};
 use crate::member::{self, MemberIds};
-use crate::network::Network;
+use crate::peer::{self, Contact, Leader, Network, PeerService, Peers, Route};
 use crate::propose::Proposer;
 use crate::read_index::ReadBarrier;
 use crate::status::GrpcCompat;
@@ -60,6 +64,7 @@ pub struct Node {
     raft: Raft,
     store: Store,
     client_addrs: Vec<SocketAddr>,
+    peer_addrs: Vec<SocketAddr>,
     stop_serving: watch::Sender<bool>,
     servers: Vec<JoinHandle<std::result::Result<(), tonic::transport::Error>>>,
     read_barrier: JoinHandle<()>,
@@ -69,6 +74,8 @@ pub struct Node {
     watch: Option<(Arc<Hub>, std::thread::JoinHandle<()>)>,
     /// The lessor's expiry and checkpoint loop.
     lessor: Option<JoinHandle<()>>,
+    /// Pre-vote, publishing, removal and auto promotion.
+    steward: Option<Steward>,
     released: Released,
 }
 
@@ -78,35 +85,57 @@ impl std::fmt::Debug for Node {
             .field("member_id", &format_args!("{:x}", self.ids.member_id))
             .field("cluster_id", &format_args!("{:x}", self.ids.cluster_id))
             .field("client_addrs", &self.client_addrs)
+            .field("peer_addrs", &self.peer_addrs)
             .finish_non_exhaustive()
     }
 }
 
+/// What the services are built from, made before Raft campaigns, because a
+/// member must answer its peers from the start.
+struct Core {
+    route: Route,
+    proposer: Proposer,
+    lessor: Arc<Lessor>,
+    membership: Arc<Membership>,
+    peers: Arc<Peers>,
+    contact: Arc<Contact>,
+    request_timeout: Duration,
+    max_request_bytes: usize,
+}
+
 impl Node {
-    /// Starts a member and returns once it leads its cluster and serves
-    /// clients on every `--listen-client-urls`.
+    /// Starts a member. A member of a one-member cluster returns once it
+    /// leads; a member of a larger cluster returns once it serves, and
+    /// answers "no leader" until an election is won.
     ///
     /// On a data dir that holds a member already, the bootstrap flags are
-    /// ignored and the member restarts with its stored identity.
+    /// ignored and the member restarts with its stored identity. With
+    /// `--initial-cluster-state existing`, a new member asks the members of
+    /// `--initial-cluster` for its id, which MemberAdd gave it.
     ///
     /// # Errors
     ///
     /// See [`Error`]: inconsistent flags, an unusable or corrupt data dir, a
-    /// port in use, or no leadership within ten election timeouts. Nothing
-    /// is left running or locked after an error.
+    /// port in use, a cluster to join that does not know this member, or no
+    /// leadership within ten election timeouts for a one-member cluster.
+    /// Nothing is left running or locked after an error.
     pub async fn start(config: Config) -> Result<Node> {
         config.validate()?;
         let listeners = bind_all(&config.listen_client_urls).await?;
-        let client_addrs = listeners
-            .iter()
-            .map(|l| l.local_addr())
-            .collect::<std::io::Result<Vec<_>>>()
-            .map_err(|source| Error::Bind {
-                url: config.listen_client_urls[0].clone(),
-                source,
-            })?;
+        let peer_listeners = bind_all(&config.listen_peer_urls).await?;
+        let addrs = |ls: &[TcpListener], url: &Url| {
+            ls.iter()
+                .map(|l| l.local_addr())
+                .collect::<std::io::Result<Vec<_>>>()
+                .map_err(|source| Error::Bind {
+                    url: url.clone(),
+                    source,
+                })
+        };
+        let client_addrs = addrs(&listeners, &config.listen_client_urls[0])?;
+        let peer_addrs = addrs(&peer_listeners, &config.listen_peer_urls[0])?;
 
-        let (ids, store_dir) = identity(&config)?;
+        let (ids, store_dir, fresh) = identity(&config).await?;
         tracing::info!(
             member_id = format_args!("{:x}", ids.member_id),
             cluster_id = format_args!("{:x}", ids.cluster_id),
@@ -120,12 +149,22 @@ impl Node {
             state_machine,
             store,
         } = tokio::task::spawn_blocking(move || cairn_raft_storage::open(&options)).await??;
+        if config.force_new_cluster && !fresh {
+            tracing::warn!("--force-new-cluster: this member becomes the only member of its cluster, keeping its data");
+            let log = log_store.clone();
+            let me = this_member(&config);
+            let id = ids.member_id;
+            tokio::task::spawn_blocking(move || log.force_sole_member(id, me)).await??;
+        }
 
+        let heartbeat = Duration::from_millis(config.heartbeat_interval);
+        let peers = Arc::new(Peers::new(ids.cluster_id, ids.member_id, heartbeat));
+        let reached = Arc::new(Reached::default());
         let (tracker, released) = tracked::tracker();
         let raft = Raft::new(
             ids.member_id,
             Arc::new(raft_config(&config)?),
-            Network,
+            Network::new(peers.clone(), reached.clone(), heartbeat),
             log_store,
             TrackedStateMachine::new(state_machine, tracker.clone()),
         )
@@ -136,6 +175,7 @@ impl Node {
             raft,
             store,
             client_addrs,
+            peer_addrs,
             stop_serving: watch::channel(false).0,
             servers: Vec::new(),
             read_barrier: tokio::spawn(async {}),
@@ -143,10 +183,16 @@ impl Node {
             batcher: None,
             watch: None,
             lessor: None,
+            steward: None,
             released,
         };
         // From here on the storage is open: on failure, close it again.
-        match node.lead_and_serve(&config, listeners, tracker).await {
+        let started = async {
+            let core = node.serve_peers(&config, peer_listeners, peers, reached)?;
+            node.join(&config, fresh).await?;
+            node.serve_clients(&config, listeners, tracker, core)
+        };
+        match started.await {
             Ok(()) => Ok(node),
             Err(e) => {
                 node.shutdown().await;
@@ -155,26 +201,128 @@ impl Node {
         }
     }
 
-    /// Bootstraps if needed, waits for leadership, then starts serving.
-    async fn lead_and_serve(
+    /// Builds the proposer and its peers, and serves the peer service.
+    fn serve_peers(
+        &mut self,
+        config: &Config,
+        listeners: Vec<TcpListener>,
+        peers: Arc<Peers>,
+        reached: Arc<Reached>,
+    ) -> Result<Core> {
+        let election_timeout = Duration::from_millis(config.election_timeout);
+        let request_timeout = BASE_REQUEST_TIMEOUT + 2 * election_timeout;
+        let route = Route::new(
+            self.raft.clone(),
+            peers.clone(),
+            self.ids.member_id,
+            request_timeout,
+        );
+        let max_request_bytes = usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX);
+        let (proposer, batcher) = Proposer::spawn(
+            self.raft.clone(),
+            route.clone(),
+            max_request_bytes,
+            request_timeout,
+        );
+        self.batcher = Some(batcher);
+        let lessor = Lessor::new(
+            self.store.clone(),
+            proposer.clone(),
+            route.clone(),
+            self.ids.member_id,
+            election_timeout,
+        );
+        let membership = Arc::new(Membership::new(
+            self.raft.clone(),
+            route.clone(),
+            self.ids,
+            config.strict_reconfig_check,
+            reached,
+            request_timeout,
+        ));
+        let contact = Arc::new(Contact::default());
+        let service = PeerService::new(
+            self.raft.clone(),
+            self.ids.cluster_id,
+            contact.clone(),
+            Leader {
+                proposer: proposer.clone(),
+                membership: membership.clone(),
+                lessor: lessor.clone(),
+            },
+            election_timeout,
+        );
+        let peer_server = PeerServer::new(service)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        for listener in listeners {
+            let mut stop = self.stop_serving.subscribe();
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let router = Server::builder()
+                .max_concurrent_streams(Some(u32::MAX))
+                .add_service(peer_server.clone());
+            self.servers
+                .push(tokio::spawn(router.serve_with_incoming_shutdown(
+                    incoming,
+                    async move {
+                        let _ = stop.wait_for(|stop| *stop).await;
+                    },
+                )));
+        }
+        Ok(Core {
+            route,
+            proposer,
+            lessor,
+            membership,
+            peers,
+            contact,
+            request_timeout,
+            max_request_bytes,
+        })
+    }
+
+    /// Bootstraps a new cluster if this member is new in one, and waits for
+    /// leadership if it is the only voter.
+    async fn join(&mut self, config: &Config, fresh: bool) -> Result<()> {
+        let bootstrap = fresh && config.initial_cluster_state == ClusterState::New;
+        if bootstrap && !self.raft.is_initialized().await? {
+            initialize(&self.raft, config).await?;
+        }
+        let me = self.ids.member_id;
+        let sole_voter = self
+            .raft
+            .with_raft_state(move |st| {
+                let voters: Vec<u64> = st.membership_state.effective().voter_ids().collect();
+                voters == [me]
+            })
+            .await?;
+        if sole_voter {
+            await_leadership(&self.raft, self.ids, config).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts the client services and the member's background loops.
+    fn serve_clients(
         &mut self,
         config: &Config,
         listeners: Vec<TcpListener>,
         tracker: tracked::Tracker,
+        core: Core,
     ) -> Result<()> {
-        if !self.raft.is_initialized().await? {
-            bootstrap(&self.raft, self.ids, config).await?;
-        }
-        await_leadership(&self.raft, self.ids, config).await?;
-
-        let request_timeout =
-            BASE_REQUEST_TIMEOUT + 2 * Duration::from_millis(config.election_timeout);
-        let (reads, read_barrier) = ReadBarrier::spawn(self.raft.clone(), request_timeout);
+        let Core {
+            route,
+            proposer,
+            lessor,
+            membership,
+            peers,
+            contact,
+            request_timeout,
+            max_request_bytes,
+        } = core;
+        let (reads, read_barrier) =
+            ReadBarrier::spawn(self.raft.clone(), route.clone(), request_timeout);
         self.read_barrier = read_barrier;
-        let max_request_bytes = usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX);
-        let (proposer, batcher) =
-            Proposer::spawn(self.raft.clone(), max_request_bytes, request_timeout);
-        self.batcher = Some(batcher);
         if let Some(mode) = config.auto_compaction()? {
             self.auto_compactor = Some(compactor::spawn(
                 mode,
@@ -183,15 +331,27 @@ impl Node {
                 proposer.clone(),
             ));
         }
-        let lessor = Lessor::new(
-            self.store.clone(),
-            proposer.clone(),
-            self.ids.member_id,
-            Duration::from_millis(config.election_timeout),
-        );
         self.lessor = Some(lessor.spawn(
             self.raft.clone(),
             config.experimental_lease_checkpoint_interval,
+        ));
+        self.steward = Some(Steward::spawn(
+            self.raft.clone(),
+            membership.clone(),
+            peers,
+            contact,
+            StewardConfig {
+                me: self.ids.member_id,
+                name: config.name.clone(),
+                client_urls: config
+                    .advertise_client_urls
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                heartbeat: Duration::from_millis(config.heartbeat_interval),
+                election_timeout: Duration::from_millis(config.election_timeout),
+                auto_promote: config.experimental_auto_promote_learners,
+            },
         ));
         let lease = LeaseServer::new(LeaseService::new(
             lessor,
@@ -203,7 +363,7 @@ impl Node {
         let kv = KvService::new(KvParts {
             store: self.store.clone(),
             proposer: proposer.clone(),
-            reads,
+            reads: reads.clone(),
             header: Header::new(self.ids, &self.raft),
             max_txn_ops: usize::try_from(config.max_txn_ops).unwrap_or(usize::MAX),
             tracker: tracker.clone(),
@@ -236,10 +396,26 @@ impl Node {
             hub,
             Header::new(self.ids, &self.raft),
             max_request_bytes,
-            tracker,
+            tracker.clone(),
         ))
         .max_decoding_message_size(max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES))
         .max_encoding_message_size(usize::MAX);
+        let cluster = ClusterServer::new(ClusterService::new(
+            membership,
+            reads,
+            Header::new(self.ids, &self.raft),
+            tracker.clone(),
+        ));
+        let maintenance = MaintenanceServer::new(MaintenanceService::new(MaintenanceParts {
+            raft: self.raft.clone(),
+            store: self.store.clone(),
+            route,
+            header: Header::new(self.ids, &self.raft),
+            me: self.ids.member_id,
+            timeout: request_timeout,
+            quota: config.quota_backend_bytes(),
+            tracker,
+        }));
 
         for listener in listeners {
             let mut stop = self.stop_serving.subscribe();
@@ -253,7 +429,9 @@ impl Node {
                 .add_service(GrpcCompat(watch.clone()))
                 .add_service(GrpcCompat(lease.clone()))
                 .add_service(GrpcCompat(lock.clone()))
-                .add_service(GrpcCompat(election.clone()));
+                .add_service(GrpcCompat(election.clone()))
+                .add_service(GrpcCompat(cluster.clone()))
+                .add_service(GrpcCompat(maintenance.clone()));
             self.servers
                 .push(tokio::spawn(router.serve_with_incoming_shutdown(
                     incoming,
@@ -270,6 +448,25 @@ impl Node {
     /// `--listen-client-urls` (with port 0 resolved to the port the OS chose).
     pub fn client_addrs(&self) -> &[SocketAddr] {
         &self.client_addrs
+    }
+
+    /// The addresses the peer listeners are bound to, in the order of
+    /// `--listen-peer-urls`.
+    pub fn peer_addrs(&self) -> &[SocketAddr] {
+        &self.peer_addrs
+    }
+
+    /// Resolves once this member has been removed from its cluster; it
+    /// should then shut down, as etcd's members do. Never resolves for a
+    /// member that stays.
+    pub async fn removed(&self) {
+        let Some(steward) = &self.steward else {
+            return futures::future::pending().await;
+        };
+        let mut removed = steward.removed.clone();
+        if removed.wait_for(|r| *r).await.is_err() {
+            futures::future::pending::<()>().await;
+        }
     }
 
     /// This member's id.
@@ -304,6 +501,7 @@ impl Node {
             raft,
             store,
             client_addrs: _,
+            peer_addrs: _,
             stop_serving,
             servers,
             read_barrier,
@@ -311,10 +509,14 @@ impl Node {
             batcher,
             watch,
             lessor,
+            steward,
             mut released,
         } = self;
         if let Some(task) = auto_compactor {
             task.abort();
+        }
+        if let Some(steward) = steward {
+            steward.task.abort();
         }
         if let Some(task) = lessor {
             task.abort();
@@ -402,26 +604,85 @@ async fn bind(url: &Url) -> Result<TcpListener> {
 }
 
 /// Creates `<data-dir>/member` and reads or creates the member's identity.
-/// Returns the ids and the storage directory.
-fn identity(config: &Config) -> Result<(MemberIds, PathBuf)> {
+/// Returns the ids, the storage directory, and whether the member is new.
+async fn identity(config: &Config) -> Result<(MemberIds, PathBuf, bool)> {
     let member_dir = config.data_dir().join("member");
     let store_dir = member_dir.join("store");
     if let Some(ids) = member::load(&member_dir)? {
         tracing::info!("data dir holds a member: ignoring the bootstrap flags");
-        return Ok((ids, store_dir));
+        return Ok((ids, store_dir, false));
     }
     if store_dir.exists() {
         return Err(Error::MissingMemberFile(member::id_path(&member_dir)));
     }
     // Check the bootstrap flags before creating anything, so that a typo
     // leaves no half-made data dir behind.
-    let ids = member::derive(config)?;
+    let ids = match config.initial_cluster_state {
+        ClusterState::New => member::derive(config)?,
+        ClusterState::Existing => joined_ids(config).await?,
+    };
     std::fs::create_dir_all(&member_dir).map_err(|source| Error::DataDir {
         path: member_dir.clone(),
         source,
     })?;
     member::store(&member_dir, ids)?;
-    Ok((ids, store_dir))
+    Ok((ids, store_dir, true))
+}
+
+/// The ids of a member joining a running cluster: the cluster's members
+/// (reached through the other peer URLs of `--initial-cluster`) know this
+/// member by its peer URLs, since MemberAdd recorded them.
+async fn joined_ids(config: &Config) -> Result<MemberIds> {
+    let mine: Vec<String> = config
+        .bootstrap_peer_urls()?
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let cluster = config.initial_cluster();
+    let others: Vec<String> = cluster
+        .names()
+        .into_iter()
+        .filter(|name| *name != config.name)
+        .flat_map(|name| cluster.peer_urls(name))
+        .map(ToString::to_string)
+        .collect();
+    if others.is_empty() {
+        return Err(Error::Join(
+            "--initial-cluster-state=existing needs the other members in --initial-cluster".into(),
+        ));
+    }
+    let timeout = BASE_REQUEST_TIMEOUT;
+    let reply = peer::fetch_members(&others, timeout)
+        .await
+        .map_err(|e| Error::Join(format!("could not reach the cluster to join: {e}")))?;
+    let found = reply.members.iter().find(|(_, m)| {
+        let mut theirs = m.peer_urls.clone();
+        theirs.sort_unstable();
+        theirs == mine
+    });
+    match found {
+        Some((id, _)) => Ok(MemberIds {
+            member_id: *id,
+            cluster_id: reply.cluster_id,
+        }),
+        None => Err(Error::Join(format!(
+            "the cluster has no member with peer URLs {}; add it with MemberAdd first",
+            mine.join(",")
+        ))),
+    }
+}
+
+/// This member as the membership config records it.
+fn this_member(config: &Config) -> Member {
+    let urls = |u: &[Url]| u.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let mut peer_urls = urls(&config.initial_advertise_peer_urls);
+    peer_urls.sort_unstable();
+    peer_urls.dedup();
+    Member {
+        name: config.name.clone(),
+        peer_urls,
+        client_urls: urls(&config.advertise_client_urls),
+    }
 }
 
 /// openraft's configuration from etcd's flags.
@@ -437,17 +698,11 @@ fn raft_config(config: &Config) -> Result<openraft::Config> {
     Ok(raft_config.validate()?)
 }
 
-/// Creates the one-member cluster on a fresh data dir.
-async fn bootstrap(raft: &Raft, ids: MemberIds, config: &Config) -> Result<()> {
-    let peer_urls = config.bootstrap_peer_urls()?;
-    // The member's raft address is its peer URLs, comma-separated, as in
-    // etcd's member list.
-    let addr = peer_urls
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    let members = BTreeMap::from([(ids.member_id, BasicNode::new(addr))]);
+/// Creates the cluster of `--initial-cluster` on a fresh data dir. Every
+/// member proposes the identical config, so they agree whichever starts
+/// first.
+async fn initialize(raft: &Raft, config: &Config) -> Result<()> {
+    let members = member::initial_members(config);
     match raft.initialize(members).await {
         // NotAllowed: a previous start got as far as initializing.
         Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),

@@ -16,6 +16,7 @@ use cairn_raft_storage::{Raft, Request, Response};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::peer::{Answer, ForwardError, Forwarded, Route, Target};
 use crate::status::RequestError;
 
 /// Proposals in flight at once. Two keep the log busy: one flushing while
@@ -27,7 +28,8 @@ const MAX_BATCH: usize = 512;
 /// be bigger, up to `--max-request-bytes`).
 const MAX_BATCH_BYTES: usize = 2 << 20;
 
-type Reply = oneshot::Sender<Result<Response, RequestError>>;
+/// What apply produced, and the index of the entry that carried it.
+type Reply = oneshot::Sender<Result<(Response, u64), RequestError>>;
 
 struct Pending {
     request: Request,
@@ -37,11 +39,17 @@ struct Pending {
 
 /// Proposes requests to Raft with etcd's size limit and request timeout;
 /// cheap to clone. The batching task ends when the last clone is dropped.
+///
+/// On a follower, a request is forwarded to the leader, which proposes it
+/// through its own batching queue; the follower answers once it has
+/// applied the entry itself, as etcd's members do, so that a client's next
+/// read on the same member sees its write.
 #[derive(Clone)]
 pub(crate) struct Proposer {
     queue: mpsc::UnboundedSender<Pending>,
     max_request_bytes: usize,
     timeout: Duration,
+    route: Route,
 }
 
 impl Proposer {
@@ -49,6 +57,7 @@ impl Proposer {
     /// above `max_request_bytes` and gives up waiting after `timeout`.
     pub(crate) fn spawn(
         raft: Raft,
+        route: Route,
         max_request_bytes: usize,
         timeout: Duration,
     ) -> (Self, JoinHandle<()>) {
@@ -58,6 +67,7 @@ impl Proposer {
             queue,
             max_request_bytes,
             timeout,
+            route,
         };
         (proposer, task)
     }
@@ -80,6 +90,50 @@ impl Proposer {
         if size > self.max_request_bytes {
             return Err(RequestError::TooLarge);
         }
+        let response = match self.route.target() {
+            Target::Here => self.queue_here(request, size).await?.0,
+            Target::There(id, leader) => {
+                let forwarded = Forwarded::Propose(request);
+                match self.route.forward(id, &leader, &forwarded).await? {
+                    Answer::Proposed(response, index) => {
+                        self.route.applied(index).await?;
+                        response
+                    }
+                    _ => return Err(ForwardError::Mismatch.into()),
+                }
+            }
+            Target::Nobody => return Err(RequestError::NoLeader),
+        };
+        match response {
+            Response::Rejected(e) => Err(RequestError::Apply(e)),
+            response => Ok(response),
+        }
+    }
+
+    /// Proposes `request` on this member, which should lead, and returns
+    /// what apply produced (a refusal included) and the entry's index. For
+    /// requests a follower forwarded: it never forwards again.
+    ///
+    /// # Errors
+    ///
+    /// As [`Proposer::propose`], but apply's refusals come back as
+    /// [`Response::Rejected`].
+    pub(crate) async fn propose_here(
+        &self,
+        request: Request,
+    ) -> Result<(Response, u64), RequestError> {
+        let size = request.encoded_len();
+        if size > self.max_request_bytes {
+            return Err(RequestError::TooLarge);
+        }
+        self.queue_here(request, size).await
+    }
+
+    async fn queue_here(
+        &self,
+        request: Request,
+        size: usize,
+    ) -> Result<(Response, u64), RequestError> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Pending {
@@ -88,14 +142,10 @@ impl Proposer {
                 reply,
             })
             .map_err(|_| RequestError::Stopped)?;
-        let response = tokio::time::timeout(self.timeout, answer)
+        tokio::time::timeout(self.timeout, answer)
             .await
             .map_err(|_| RequestError::Timeout)?
-            .map_err(|_| RequestError::Stopped)??;
-        match response {
-            Response::Rejected(e) => Err(RequestError::Apply(e)),
-            response => Ok(response),
-        }
+            .map_err(|_| RequestError::Stopped)?
     }
 }
 
@@ -132,9 +182,11 @@ async fn write(raft: &Raft, mut batch: Vec<Pending>) {
         let p = batch.pop().expect("invariant: the batch has one request");
         let result = raft.client_write(p.request).await;
         // The client may have given up waiting; nothing to do then.
-        let _ = p
-            .reply
-            .send(result.map(|w| w.data).map_err(RequestError::from));
+        let _ = p.reply.send(
+            result
+                .map(|w| (w.data, w.log_id.index))
+                .map_err(RequestError::from),
+        );
         return;
     }
     let (requests, replies): (Vec<Request>, Vec<Reply>) =
@@ -143,7 +195,7 @@ async fn write(raft: &Raft, mut batch: Vec<Pending>) {
         Ok(written) => match written.data {
             Response::Batch(responses) if responses.len() == replies.len() => {
                 for (reply, response) in replies.into_iter().zip(responses) {
-                    let _ = reply.send(Ok(response));
+                    let _ = reply.send(Ok((response, written.log_id.index)));
                 }
             }
             _ => {

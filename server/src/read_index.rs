@@ -12,13 +12,15 @@
 //! then not prove anything about it.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_raft_storage::{NodeId, Raft};
+use cairn_raft_storage::{Member, NodeId, Raft};
 use openraft::error::{CheckIsLeaderError, RaftError};
-use openraft::BasicNode;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+use crate::peer::{Answer, ForwardError, Forwarded, Route, Target};
 
 /// Why a read could not pass the barrier.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -26,13 +28,16 @@ pub(crate) enum ReadError {
     /// openraft refused: not leader, no quorum, or stopped. Boxed: it is
     /// large, and cloned once per waiter.
     #[error(transparent)]
-    Raft(Box<RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>>),
+    Raft(Box<RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>>),
     /// No round finished within the request timeout.
     #[error("read barrier timed out")]
     Timeout,
     /// The barrier's loop is gone: the node is shutting down.
     #[error("read barrier stopped")]
     Stopped,
+    /// A follower could not get the read index from the leader.
+    #[error(transparent)]
+    Forward(Arc<ForwardError>),
 }
 
 type Waiter = oneshot::Sender<Result<(), ReadError>>;
@@ -48,15 +53,14 @@ pub(crate) struct ReadBarrier {
 impl ReadBarrier {
     /// Starts the loop task on `raft`. Each round, and each wait, gives up
     /// after `timeout`.
-    pub(crate) fn spawn(raft: Raft, timeout: Duration) -> (Self, JoinHandle<()>) {
+    ///
+    /// On the leader a round is openraft's `ensure_linearizable`. On a
+    /// follower it asks the leader for its read index, then waits until
+    /// this member has applied that far.
+    pub(crate) fn spawn(raft: Raft, route: Route, timeout: Duration) -> (Self, JoinHandle<()>) {
         Self::spawn_with(timeout, move || {
-            let raft = raft.clone();
-            async move {
-                raft.ensure_linearizable()
-                    .await
-                    .map(|_read_log_id| ())
-                    .map_err(|e| ReadError::Raft(Box::new(e)))
-            }
+            let (raft, route) = (raft.clone(), route.clone());
+            async move { confirm(&raft, &route).await }
         })
     }
 
@@ -95,6 +99,25 @@ impl ReadBarrier {
             Ok(Err(_)) => Err(ReadError::Stopped),
             Err(_) => Err(ReadError::Timeout),
         }
+    }
+}
+
+async fn confirm(raft: &Raft, route: &Route) -> Result<(), ReadError> {
+    let forward = |e: ForwardError| ReadError::Forward(Arc::new(e));
+    match route.target() {
+        Target::Here => raft
+            .ensure_linearizable()
+            .await
+            .map(|_read_log_id| ())
+            .map_err(|e| ReadError::Raft(Box::new(e))),
+        Target::There(id, leader) => {
+            match route.forward(id, &leader, &Forwarded::ReadIndex).await {
+                Ok(Answer::ReadIndex(index)) => route.applied(index).await.map_err(forward),
+                Ok(_) => Err(forward(ForwardError::Mismatch)),
+                Err(e) => Err(forward(e)),
+            }
+        }
+        Target::Nobody => Err(forward(ForwardError::NoLeader)),
     }
 }
 

@@ -10,11 +10,13 @@ use std::convert::Infallible;
 
 use cairn_raft_storage::{ApplyError, NodeId};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, RaftError};
-use openraft::BasicNode;
+use cairn_raft_storage::Member;
 use tonic::codegen::{http, BoxFuture, Context, Poll, Service};
 use tonic::server::NamedService;
 use tonic::{Code, Status};
 
+use crate::cluster::ClusterError;
+use crate::peer::ForwardError;
 use crate::read_index::ReadError;
 use crate::validate::Invalid;
 
@@ -42,6 +44,20 @@ const MISSING_LEADER: &str = "\"leader\" field must be provided";
 const NO_LEADER: &str = "etcdserver: no leader";
 const TIMEOUT: &str = "etcdserver: request timed out";
 const STOPPED: &str = "etcdserver: server stopped";
+const LEADER_CHANGED: &str = "etcdserver: leader changed";
+const MEMBER_EXISTS: &str = "etcdserver: member ID already exist";
+const PEER_URL_EXISTS: &str = "etcdserver: Peer URLs already exists";
+const NOT_ENOUGH_STARTED: &str =
+    "etcdserver: re-configuration failed due to not enough started members";
+const BAD_URLS: &str = "etcdserver: given member URLs are invalid";
+const MEMBER_NOT_FOUND: &str = "etcdserver: member not found";
+const MEMBER_NOT_LEARNER: &str = "etcdserver: can only promote a learner member";
+const LEARNER_NOT_READY: &str =
+    "etcdserver: can only promote a learner member which is in sync with leader";
+const TOO_MANY_LEARNERS: &str = "etcdserver: too many learner members in cluster";
+const MEMBER_NOT_LEADER: &str = "etcdserver: not leader";
+const BAD_TRANSFEREE: &str = "etcdserver: bad leader transferee";
+const NOT_FOR_LEARNER: &str = "etcdserver: rpc not supported for learner";
 
 /// Why a client request failed, before it becomes a [`Status`].
 #[derive(Debug)]
@@ -55,7 +71,7 @@ pub(crate) enum RequestError {
     /// The store failed to answer a read.
     Storage(cairn_raft_storage::Error),
     /// Raft would not take a proposal.
-    Write(RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>),
+    Write(RaftError<NodeId, ClientWriteError<NodeId, Member>>),
     /// A linearizable read could not pass the read barrier.
     Read(ReadError),
     /// No answer within the request timeout; the outcome is unknown.
@@ -78,6 +94,28 @@ pub(crate) enum RequestError {
     NoElectionLeader,
     /// A proclaim or resign without its leader key.
     MissingLeader,
+    /// No member leads, so nothing can be proposed or read linearizably.
+    NoLeader,
+    /// openraft stopped.
+    Fatal(Fatal<NodeId>),
+    /// A request for the leader failed on its way there or back.
+    Forward(ForwardError),
+    /// A membership change or leader transfer was refused.
+    Cluster(ClusterError),
+    /// A learner does not serve this request.
+    NotForLearner,
+}
+
+impl From<ForwardError> for RequestError {
+    fn from(e: ForwardError) -> Self {
+        RequestError::Forward(e)
+    }
+}
+
+impl From<ClusterError> for RequestError {
+    fn from(e: ClusterError) -> Self {
+        RequestError::Cluster(e)
+    }
 }
 
 /// Names the kind of a response apply should not have given.
@@ -110,8 +148,8 @@ impl From<cairn_raft_storage::Error> for RequestError {
     }
 }
 
-impl From<RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>> for RequestError {
-    fn from(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Self {
+impl From<RaftError<NodeId, ClientWriteError<NodeId, Member>>> for RequestError {
+    fn from(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> Self {
         RequestError::Write(e)
     }
 }
@@ -177,10 +215,40 @@ fn read(e: &ReadError) -> Status {
         },
         ReadError::Timeout => Status::unavailable(TIMEOUT),
         ReadError::Stopped => Status::unavailable(STOPPED),
+        ReadError::Forward(e) => forward(e),
     }
 }
 
-fn write(e: &RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Status {
+fn forward(e: &ForwardError) -> Status {
+    match e {
+        ForwardError::NoLeader => Status::unavailable(NO_LEADER),
+        ForwardError::Relayed(r) => r.clone().into(),
+        // Never delivered: nothing happened, and a retry is safe.
+        ForwardError::Peer(p) if p.undelivered() => Status::unavailable(LEADER_CHANGED),
+        // Maybe delivered: the outcome is unknown, as after a timeout.
+        ForwardError::Peer(_) => Status::unavailable(TIMEOUT),
+        ForwardError::Mismatch => Status::internal(format!("etcdserver: internal error: {e}")),
+    }
+}
+
+fn cluster(e: &ClusterError) -> Status {
+    match e {
+        ClusterError::MemberExists => Status::failed_precondition(MEMBER_EXISTS),
+        ClusterError::PeerUrlExists => Status::failed_precondition(PEER_URL_EXISTS),
+        ClusterError::NotEnoughStarted => Status::failed_precondition(NOT_ENOUGH_STARTED),
+        ClusterError::BadUrls => Status::invalid_argument(BAD_URLS),
+        ClusterError::MemberNotFound => Status::not_found(MEMBER_NOT_FOUND),
+        ClusterError::NotLearner => Status::failed_precondition(MEMBER_NOT_LEARNER),
+        ClusterError::LearnerNotReady => Status::failed_precondition(LEARNER_NOT_READY),
+        ClusterError::TooManyLearners => Status::failed_precondition(TOO_MANY_LEARNERS),
+        ClusterError::NotLeader => Status::failed_precondition(MEMBER_NOT_LEADER),
+        ClusterError::BadTransferee => Status::failed_precondition(BAD_TRANSFEREE),
+        ClusterError::LeaderChanged => Status::unavailable(LEADER_CHANGED),
+        ClusterError::Raft(reason) => Status::unavailable(format!("etcdserver: raft: {reason}")),
+    }
+}
+
+fn write(e: &RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> Status {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => Status::unavailable(NO_LEADER),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
@@ -207,6 +275,11 @@ impl From<RequestError> for Status {
             RequestError::NotLeader => Status::unknown(NOT_LEADER),
             RequestError::NoElectionLeader => Status::unknown(NO_ELECTION_LEADER),
             RequestError::MissingLeader => Status::unknown(MISSING_LEADER),
+            RequestError::NoLeader => Status::unavailable(NO_LEADER),
+            RequestError::Fatal(f) => fatal(&f),
+            RequestError::Forward(e) => forward(&e),
+            RequestError::Cluster(e) => cluster(&e),
+            RequestError::NotForLearner => Status::failed_precondition(NOT_FOR_LEARNER),
             RequestError::UnexpectedResponse(kind) => Status::internal(format!(
                 "etcdserver: internal error: apply answered with a {kind} response"
             )),

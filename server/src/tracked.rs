@@ -70,7 +70,7 @@ impl<S: RaftStateMachine<TypeConfig>> RaftStateMachine<TypeConfig> for TrackedSt
     ) -> Result<
         (
             Option<LogId<NodeId>>,
-            StoredMembership<NodeId, openraft::BasicNode>,
+            StoredMembership<NodeId, cairn_raft_storage::Member>,
         ),
         StorageError<NodeId>,
     > {
@@ -100,7 +100,7 @@ impl<S: RaftStateMachine<TypeConfig>> RaftStateMachine<TypeConfig> for TrackedSt
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        meta: &SnapshotMeta<NodeId, cairn_raft_storage::Member>,
         snapshot: Box<std::io::Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         self.inner.install_snapshot(meta, snapshot).await

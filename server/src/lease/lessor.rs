@@ -7,7 +7,7 @@
 //! every checkpoint interval a checkpoint of the remaining TTLs, so that a
 //! new leader resumes from them instead of granting each lease a fresh TTL.
 //!
-//! On start (a new leader), every stored lease gets a deadline of its
+//! When this member becomes leader, every stored lease gets a deadline of its
 //! checkpointed remaining TTL (or its TTL, if never checkpointed), plus an
 //! election timeout, as etcd's `Promote` does: time spent electing the
 //! leader does not count against the lease.
@@ -25,6 +25,7 @@ use cairn_raft_storage::{ApplyError, Raft, Request as Proposal, Response as Appl
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 
+use crate::peer::{Answer, ForwardError, Forwarded, Route, Target};
 use crate::propose::Proposer;
 use crate::status::{unexpected, RequestError};
 
@@ -42,41 +43,64 @@ pub(crate) struct Lessor {
     deadlines: Mutex<HashMap<i64, Instant>>,
     store: Store,
     proposer: Proposer,
+    route: Route,
     /// The smallest TTL granted: 1.5 × the election timeout, in seconds.
     min_ttl: i64,
     ids: IdGen,
+    /// Added to every deadline on promotion.
+    election_timeout: Duration,
 }
 
 impl Lessor {
-    /// A lessor for a node that just became leader.
+    /// A lessor for this member; it keeps deadlines only while it leads.
     pub(crate) fn new(
         store: Store,
         proposer: Proposer,
+        route: Route,
         member_id: u64,
         election_timeout: Duration,
     ) -> Arc<Lessor> {
         let min_ttl = (election_timeout.as_millis() as i64 * 3 / 2 + 999) / 1000;
+        Arc::new(Lessor {
+            deadlines: Mutex::new(HashMap::new()),
+            store,
+            proposer,
+            route,
+            min_ttl: min_ttl.max(1),
+            ids: IdGen::new(member_id),
+            election_timeout,
+        })
+    }
+
+    /// This member became leader: every stored lease gets a deadline of its
+    /// checkpointed remaining TTL (or its TTL) plus an election timeout.
+    fn promote(&self) {
         let now = Instant::now();
-        let deadlines = store
+        let deadlines = self
+            .store
             .lease_ids()
             .into_iter()
-            .filter_map(|id| store.lease(id))
+            .filter_map(|id| self.store.lease(id))
             .map(|l| {
                 let left = if l.remaining_ttl > 0 {
                     l.remaining_ttl
                 } else {
                     l.ttl
                 };
-                (l.id, now + secs(left) + election_timeout)
+                (l.id, now + secs(left) + self.election_timeout)
             })
-            .collect();
-        Arc::new(Lessor {
-            deadlines: Mutex::new(deadlines),
-            store,
-            proposer,
-            min_ttl: min_ttl.max(1),
-            ids: IdGen::new(member_id),
-        })
+            .collect::<Vec<_>>();
+        // A keepalive may have come first, between the election and this
+        // tick: keep its deadline.
+        let mut mine = self.deadlines.lock();
+        for (id, at) in deadlines {
+            mine.entry(id).or_insert(at);
+        }
+    }
+
+    /// This member stopped leading: the new leader keeps the deadlines.
+    fn demote(&self) {
+        self.deadlines.lock().clear();
     }
 
     /// Grants a lease: the TTL raised to the minimum, the ID chosen if 0.
@@ -97,7 +121,11 @@ impl Lessor {
         let (id, ttl) = (req.id, req.ttl);
         match self.proposer.propose(Proposal::LeaseGrant(req)).await? {
             Applied::LeaseGrant(resp) => {
-                self.deadlines.lock().insert(id, Instant::now() + secs(ttl));
+                // A follower's grant reaches the leader's deadlines through
+                // its reconcile.
+                if matches!(self.route.target(), Target::Here) {
+                    self.deadlines.lock().insert(id, Instant::now() + secs(ttl));
+                }
                 Ok(resp)
             }
             Applied::Rejected(e) => Err(RequestError::Apply(e)),
@@ -137,6 +165,52 @@ impl Lessor {
         }
         deadlines.insert(id, now + secs(lease.ttl));
         Some(lease.ttl)
+    }
+
+    /// Renews lease `id` on the leader, forwarding there if need be, and
+    /// returns its TTL (0 for a lease that does not exist or expired).
+    ///
+    /// # Errors
+    ///
+    /// No leader, or the leader could not be reached.
+    pub(crate) async fn keep_alive(&self, id: i64) -> Result<i64, RequestError> {
+        match self.route.target() {
+            Target::Here => Ok(self.renew(id).unwrap_or(0)),
+            Target::There(leader, member) => {
+                match self
+                    .route
+                    .forward(leader, &member, &Forwarded::LeaseRenew(id))
+                    .await?
+                {
+                    Answer::LeaseTtl(ttl) => Ok(ttl),
+                    _ => Err(ForwardError::Mismatch.into()),
+                }
+            }
+            Target::Nobody => Err(RequestError::NoLeader),
+        }
+    }
+
+    /// Whole seconds left of lease `id`, as the leader knows it; None when
+    /// the leader has no deadline for it.
+    ///
+    /// # Errors
+    ///
+    /// No leader, or the leader could not be reached.
+    pub(crate) async fn time_to_live(&self, id: i64) -> Result<Option<i64>, RequestError> {
+        match self.route.target() {
+            Target::Here => Ok(self.remaining(id)),
+            Target::There(leader, member) => {
+                match self
+                    .route
+                    .forward(leader, &member, &Forwarded::LeaseRemaining(id))
+                    .await?
+                {
+                    Answer::LeaseRemaining(left) => Ok(left),
+                    _ => Err(ForwardError::Mismatch.into()),
+                }
+            }
+            Target::Nobody => Err(RequestError::NoLeader),
+        }
     }
 
     /// Whole seconds left before lease `id` expires (0 once due).
@@ -191,6 +265,7 @@ impl Lessor {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut next_checkpoint = Instant::now() + checkpoint_interval;
             let per_tick = REVOKES_PER_SECOND * EXPIRY_TICK.as_millis() as usize / 1000;
+            let mut led = false;
             loop {
                 tick.tick().await;
                 let leading = {
@@ -198,6 +273,12 @@ impl Lessor {
                     let m = m.borrow();
                     m.current_leader == Some(m.id)
                 };
+                match (led, leading) {
+                    (false, true) => lessor.promote(),
+                    (true, false) => lessor.demote(),
+                    _ => {}
+                }
+                led = leading;
                 if !leading {
                     continue;
                 }

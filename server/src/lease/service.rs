@@ -87,15 +87,18 @@ impl Lease for LeaseService {
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        let stream = request.into_inner().take_until(stopped).map(move |req| {
-            let id = req?.id;
-            // An unknown lease answers TTL 0, not an error.
-            let ttl = lessor.renew(id).unwrap_or(0);
-            Ok(LeaseKeepAliveResponse {
-                header: header.at(store.revision()),
-                id,
-                ttl,
-            })
+        let stream = request.into_inner().take_until(stopped).then(move |req| {
+            let (lessor, store, header) = (lessor.clone(), store.clone(), header.clone());
+            async move {
+                let id = req?.id;
+                // An unknown lease answers TTL 0, not an error.
+                let ttl = lessor.keep_alive(id).await?;
+                Ok(LeaseKeepAliveResponse {
+                    header: header.at(store.revision()),
+                    id,
+                    ttl,
+                })
+            }
         });
         Ok(Response::new(Box::pin(stream)))
     }
@@ -113,7 +116,11 @@ impl Lease for LeaseService {
             Some(lease) => LeaseTimeToLiveResponse {
                 header,
                 id: req.id,
-                ttl: self.lessor.remaining(req.id).unwrap_or(lease.ttl),
+                ttl: self
+                    .lessor
+                    .time_to_live(req.id)
+                    .await?
+                    .unwrap_or(lease.ttl),
                 granted_ttl: lease.ttl,
                 keys: if req.keys { lease.keys } else { Vec::new() },
             },

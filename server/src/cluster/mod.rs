@@ -1,0 +1,379 @@
+//! Membership: the Cluster service, the leader's membership changes, and
+//! the steward that keeps each member's place in the cluster.
+//!
+//! - `mod.rs`: [`Membership`], the membership changes etcd offers
+//!   (add, remove, update, promote) with etcd's checks, done by the leader
+//!   and forwarded there by followers; and the member list.
+//! - `service`: the etcd `Cluster` gRPC service on top of it.
+//! - `steward`: a per-member loop for pre-vote, publishing this member's
+//!   name and client URLs, noticing its own removal, and promoting learners
+//!   that caught up (opt-in).
+//!
+//! openraft holds the membership: each member's [`Member`] record travels
+//! with the membership config, so every member knows every other's URLs.
+
+mod service;
+mod steward;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_raft_storage::{Member, NodeId, Raft};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::ChangeMembers;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+pub(crate) use self::service::ClusterService;
+pub(crate) use self::steward::{Steward, StewardConfig};
+use crate::member::{self, MemberIds};
+use crate::peer::{Answer, ForwardError, Forwarded, Route, Target};
+use crate::status::RequestError;
+
+/// etcd's `--experimental-max-learners` default.
+const MAX_LEARNERS: usize = 1;
+/// A learner may be promoted once it has this share of the leader's log
+/// (etcd's `readyPercent`).
+const READY_PERCENT: f64 = 0.9;
+/// A member counts as started when the leader reached it this recently
+/// (etcd's `HealthInterval`).
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A membership change, as a follower forwards it to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum MemberChange {
+    /// MemberAdd.
+    Add {
+        /// Its peer URLs.
+        peer_urls: Vec<String>,
+        /// Whether it joins as a learner.
+        learner: bool,
+    },
+    /// MemberRemove.
+    Remove(NodeId),
+    /// MemberUpdate: new peer URLs.
+    Update {
+        /// The member.
+        id: NodeId,
+        /// Its new peer URLs.
+        peer_urls: Vec<String>,
+    },
+    /// MemberPromote.
+    Promote(NodeId),
+    /// A member publishing its name and client URLs once it runs.
+    Publish {
+        /// The member.
+        id: NodeId,
+        /// Its name.
+        name: String,
+        /// Its client URLs.
+        client_urls: Vec<String>,
+    },
+}
+
+/// One member as etcd's member list shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Listed {
+    pub(crate) id: NodeId,
+    pub(crate) member: Member,
+    pub(crate) learner: bool,
+}
+
+/// The outcome of a change: the member it concerned, and the list after.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct MemberChanged {
+    pub(crate) member: Option<Listed>,
+    pub(crate) members: Vec<Listed>,
+}
+
+/// Why a membership change (or a leader transfer) was refused, in etcd's
+/// terms.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum ClusterError {
+    #[error("member ID already exist")]
+    MemberExists,
+    #[error("Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("re-configuration failed due to not enough started members")]
+    NotEnoughStarted,
+    #[error("given member URLs are invalid")]
+    BadUrls,
+    #[error("member not found")]
+    MemberNotFound,
+    #[error("can only promote a learner member")]
+    NotLearner,
+    #[error("can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("too many learner members in cluster")]
+    TooManyLearners,
+    #[error("not leader")]
+    NotLeader,
+    #[error("bad leader transferee")]
+    BadTransferee,
+    #[error("leader changed")]
+    LeaderChanged,
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// When the leader last reached each member, as the peer transport saw it.
+#[derive(Debug, Default)]
+pub(crate) struct Reached {
+    at: Mutex<BTreeMap<NodeId, Instant>>,
+}
+
+impl Reached {
+    pub(crate) fn record(&self, id: NodeId) {
+        self.at.lock().insert(id, Instant::now());
+    }
+
+    fn recently(&self, id: NodeId) -> bool {
+        self.at
+            .lock()
+            .get(&id)
+            .is_some_and(|t| t.elapsed() < HEALTH_INTERVAL)
+    }
+}
+
+/// Membership changes and the member list of one member.
+pub(crate) struct Membership {
+    raft: Raft,
+    route: Route,
+    ids: MemberIds,
+    strict: bool,
+    reached: Arc<Reached>,
+    timeout: Duration,
+}
+
+/// The member list in `metrics`, sorted by id.
+pub(crate) fn listed(raft: &Raft) -> Vec<Listed> {
+    let metrics = raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    membership
+        .nodes()
+        .map(|(id, member)| Listed {
+            id: *id,
+            member: member.clone(),
+            learner: !voters.contains(id),
+        })
+        .collect()
+}
+
+impl Membership {
+    pub(crate) fn new(
+        raft: Raft,
+        route: Route,
+        ids: MemberIds,
+        strict: bool,
+        reached: Arc<Reached>,
+        timeout: Duration,
+    ) -> Self {
+        Membership {
+            raft,
+            route,
+            ids,
+            strict,
+            reached,
+            timeout,
+        }
+    }
+
+    /// The openraft handle.
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Makes `change` on the leader, forwarding it there if need be.
+    pub(crate) async fn change(&self, change: MemberChange) -> Result<MemberChanged, RequestError> {
+        match self.route.target() {
+            Target::Here => self.change_here(change).await,
+            Target::There(id, leader) => {
+                match self
+                    .route
+                    .forward(id, &leader, &Forwarded::ChangeMembers(change))
+                    .await?
+                {
+                    Answer::ChangedMembers(changed) => Ok(changed),
+                    _ => Err(ForwardError::Mismatch.into()),
+                }
+            }
+            Target::Nobody => Err(RequestError::NoLeader),
+        }
+    }
+
+    /// Makes `change` on this member, which should lead; never forwards.
+    pub(crate) async fn change_here(
+        &self,
+        change: MemberChange,
+    ) -> Result<MemberChanged, RequestError> {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.ids.member_id) {
+            return Err(ClusterError::LeaderChanged.into());
+        }
+        let members = listed(&self.raft);
+        let find = |id: NodeId| members.iter().find(|m| m.id == id).cloned();
+        let (concerned, changes): (NodeId, ChangeMembers<NodeId, Member>) = match change {
+            MemberChange::Add { peer_urls, learner } => {
+                let peer_urls = valid_urls(peer_urls)?;
+                let taken = members
+                    .iter()
+                    .any(|m| m.member.peer_urls.iter().any(|u| peer_urls.contains(u)));
+                if taken {
+                    return Err(ClusterError::PeerUrlExists.into());
+                }
+                let next_index = metrics.last_log_index.unwrap_or(0) + 1;
+                let id = member::added_member_id(&peer_urls, self.ids.cluster_id, next_index);
+                if find(id).is_some() {
+                    return Err(ClusterError::MemberExists.into());
+                }
+                let member = Member {
+                    name: String::new(),
+                    peer_urls,
+                    client_urls: Vec::new(),
+                };
+                if learner {
+                    if members.iter().filter(|m| m.learner).count() >= MAX_LEARNERS {
+                        return Err(ClusterError::TooManyLearners.into());
+                    }
+                    (id, ChangeMembers::AddNodes(BTreeMap::from([(id, member)])))
+                } else {
+                    self.check_quorum(&members, 1, None)?;
+                    (id, ChangeMembers::AddVoters(BTreeMap::from([(id, member)])))
+                }
+            }
+            MemberChange::Remove(id) => {
+                let target = find(id).ok_or(ClusterError::MemberNotFound)?;
+                if target.learner {
+                    (id, ChangeMembers::RemoveNodes(BTreeSet::from([id])))
+                } else {
+                    self.check_quorum(&members, -1, Some(id))?;
+                    (id, ChangeMembers::RemoveVoters(BTreeSet::from([id])))
+                }
+            }
+            MemberChange::Update { id, peer_urls } => {
+                let target = find(id).ok_or(ClusterError::MemberNotFound)?;
+                let peer_urls = valid_urls(peer_urls)?;
+                let taken = members.iter().any(|m| {
+                    m.id != id && m.member.peer_urls.iter().any(|u| peer_urls.contains(u))
+                });
+                if taken {
+                    return Err(ClusterError::PeerUrlExists.into());
+                }
+                let member = Member {
+                    peer_urls,
+                    ..target.member
+                };
+                (id, ChangeMembers::SetNodes(BTreeMap::from([(id, member)])))
+            }
+            MemberChange::Promote(id) => {
+                let target = find(id).ok_or(ClusterError::MemberNotFound)?;
+                if !target.learner {
+                    return Err(ClusterError::NotLearner.into());
+                }
+                if !self.caught_up(id) {
+                    return Err(ClusterError::LearnerNotReady.into());
+                }
+                self.check_quorum(&members, 1, Some(id))?;
+                (id, ChangeMembers::AddVoterIds(BTreeSet::from([id])))
+            }
+            MemberChange::Publish {
+                id,
+                name,
+                client_urls,
+            } => {
+                let target = find(id).ok_or(ClusterError::MemberNotFound)?;
+                let member = Member {
+                    name,
+                    client_urls,
+                    ..target.member
+                };
+                (id, ChangeMembers::SetNodes(BTreeMap::from([(id, member)])))
+            }
+        };
+        self.apply(changes).await?;
+        let members = listed(&self.raft);
+        let member = members.iter().find(|m| m.id == concerned).cloned();
+        Ok(MemberChanged { member, members })
+    }
+
+    /// Proposes `changes`, waiting out a change already in progress.
+    async fn apply(&self, changes: ChangeMembers<NodeId, Member>) -> Result<(), RequestError> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match self.raft.change_membership(changes.clone(), false).await {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                    if Instant::now() >= deadline {
+                        return Err(ClusterError::Raft(e.to_string()).into());
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                    return Err(ClusterError::LeaderChanged.into())
+                }
+                Err(RaftError::Fatal(f)) => return Err(RequestError::Fatal(f)),
+            }
+        }
+    }
+
+    /// Whether learner `id` has matched enough of the leader's log.
+    pub(crate) fn caught_up(&self, id: NodeId) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        let last = metrics.last_log_index.unwrap_or(0);
+        let matched = metrics
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&id).copied().flatten())
+            .map_or(0, |l| l.index);
+        // Same test as etcd: the learner's match is at least 90% of the
+        // leader's.
+        (matched as f64) >= (last as f64) * READY_PERCENT && matched > 0
+    }
+
+    /// `--strict-reconfig-check`: refuses a change of the voter count by
+    /// `delta` (the voter `subject` added, promoted or removed) unless the
+    /// started voters would still make a quorum.
+    fn check_quorum(
+        &self,
+        members: &[Listed],
+        delta: i64,
+        subject: Option<NodeId>,
+    ) -> Result<(), ClusterError> {
+        if !self.strict {
+            return Ok(());
+        }
+        let voters: Vec<NodeId> = members.iter().filter(|m| !m.learner).map(|m| m.id).collect();
+        let started = voters
+            .iter()
+            .filter(|id| Some(**id) != subject || delta > 0)
+            .filter(|id| **id == self.ids.member_id || self.reached.recently(**id))
+            .count() as i64;
+        // A promoted learner is running: it counts as started.
+        let started = match subject {
+            Some(id) if delta > 0 && self.reached.recently(id) => started + 1,
+            _ => started,
+        };
+        let after = voters.len() as i64 + delta;
+        if after < 1 || started < after / 2 + 1 {
+            return Err(ClusterError::NotEnoughStarted);
+        }
+        Ok(())
+    }
+}
+
+/// Peer URLs from a request: at least one, each a URL etcd accepts.
+fn valid_urls(urls: Vec<String>) -> Result<Vec<String>, ClusterError> {
+    if urls.is_empty() {
+        return Err(ClusterError::BadUrls);
+    }
+    let mut parsed = Vec::with_capacity(urls.len());
+    for url in &urls {
+        let url: crate::config::Url = url.parse().map_err(|_| ClusterError::BadUrls)?;
+        parsed.push(url.to_string());
+    }
+    parsed.sort_unstable();
+    parsed.dedup();
+    Ok(parsed)
+}

@@ -1,0 +1,386 @@
+//! The peer transport: what members say to each other, on the peer URLs.
+//!
+//! - `mod.rs`: [`Peers`], one reused gRPC connection per member, and the
+//!   framing every call shares (an [`Envelope`] with the sender's cluster
+//!   id, and a postcard body).
+//! - `network`: openraft's `RaftNetwork` on top of it.
+//! - `service`: the `cairnpeer.Peer` gRPC service a member serves, which
+//!   hands openraft's RPCs to openraft and forwarded requests to the leader
+//!   side of this member.
+//!
+//! The wire format is Cairn's own (`proto/proto/cairn/peer/peer.proto`), so
+//! clients never see openraft: they only ever reach the client services.
+
+mod network;
+mod service;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_proto::cairnpeer::peer_client::PeerClient;
+use cairn_proto::cairnpeer::{Envelope, Reply};
+use cairn_raft_storage::{Member, NodeId, Raft, Request, Response};
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tonic::transport::{Channel, Endpoint};
+
+pub(crate) use self::network::Network;
+pub(crate) use self::service::{Contact, Leader, PeerService, PreVote};
+use crate::cluster::{MemberChange, MemberChanged};
+
+/// A request a follower hands to the leader.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Forwarded {
+    /// Propose through the leader's batching proposer.
+    Propose(Request),
+    /// Confirm leadership and return the index reads must wait for.
+    ReadIndex,
+    /// Change the membership.
+    ChangeMembers(MemberChange),
+    /// Campaign now: the leader hands its leadership over (MoveLeader).
+    Campaign,
+    /// Renew a lease (a keepalive).
+    LeaseRenew(i64),
+    /// How long a lease has left.
+    LeaseRemaining(i64),
+}
+
+/// The leader's answer to a [`Forwarded`] request.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Answer {
+    /// What applying the proposal produced, and the log index of its entry.
+    Proposed(Response, u64),
+    /// The log index a read on the follower must wait for.
+    ReadIndex(u64),
+    /// The membership after the change.
+    ChangedMembers(MemberChanged),
+    /// The campaign has started.
+    Campaigning,
+    /// A renewed lease's TTL, 0 if it is gone.
+    LeaseTtl(i64),
+    /// A lease's remaining seconds, if the leader has a deadline for it.
+    LeaseRemaining(Option<i64>),
+}
+
+/// An error the leader answered a forwarded request with: the gRPC code
+/// and message it would have given a client, so the follower relays it
+/// unchanged.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct Relayed {
+    /// `tonic::Code` as an integer.
+    pub(crate) code: i32,
+    /// etcd's message.
+    pub(crate) message: String,
+}
+
+impl From<tonic::Status> for Relayed {
+    fn from(status: tonic::Status) -> Self {
+        Relayed {
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+        }
+    }
+}
+
+impl From<Relayed> for tonic::Status {
+    fn from(r: Relayed) -> Self {
+        tonic::Status::new(tonic::Code::from_i32(r.code), r.message)
+    }
+}
+
+/// The member list a joining member asks for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct MembersReply {
+    /// The cluster's id.
+    pub(crate) cluster_id: u64,
+    /// Every member, learners included.
+    pub(crate) members: Vec<(NodeId, Member)>,
+}
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PeerError {
+    /// The member has no usable peer URL.
+    #[error("member {0:x} has no peer URL")]
+    NoUrl(NodeId),
+    /// A peer URL that is not a valid endpoint.
+    #[error("member {id:x}: bad peer URL {url}: {reason}")]
+    BadUrl {
+        /// The member.
+        id: NodeId,
+        /// Its URL.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Connecting failed: the request was certainly not delivered.
+    #[error("member {id:x} is unreachable: {status}")]
+    Unreachable {
+        /// The member.
+        id: NodeId,
+        /// What the transport said.
+        status: tonic::Status,
+    },
+    /// The call failed after it may have been delivered.
+    #[error("call to member {id:x} failed: {status}")]
+    Failed {
+        /// The member.
+        id: NodeId,
+        /// What the transport or the peer said.
+        status: tonic::Status,
+    },
+    /// A body that does not decode: a peer of another version, or a bug.
+    #[error("undecodable message from member {id:x}: {reason}")]
+    Codec {
+        /// The member.
+        id: NodeId,
+        /// postcard's complaint.
+        reason: String,
+    },
+}
+
+impl PeerError {
+    /// Whether the request certainly never reached the peer.
+    pub(crate) fn undelivered(&self) -> bool {
+        matches!(
+            self,
+            PeerError::NoUrl(_) | PeerError::BadUrl { .. } | PeerError::Unreachable { .. }
+        )
+    }
+}
+
+/// One reused connection per member, dialled lazily, redialled only when
+/// the member's first peer URL changes.
+#[derive(Debug)]
+pub(crate) struct Peers {
+    cluster_id: u64,
+    me: NodeId,
+    heartbeat: Duration,
+    connections: Mutex<HashMap<NodeId, (String, PeerClient<Channel>)>>,
+}
+
+impl Peers {
+    /// Connections for member `me` of cluster `cluster_id`. Connect
+    /// attempts give up after a few heartbeat intervals.
+    pub(crate) fn new(cluster_id: u64, me: NodeId, heartbeat: Duration) -> Self {
+        Peers {
+            cluster_id,
+            me,
+            heartbeat,
+            connections: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The connection to member `id`, reached at the first of `peer_urls`.
+    pub(crate) fn client(
+        &self,
+        id: NodeId,
+        peer_urls: &[String],
+    ) -> Result<PeerClient<Channel>, PeerError> {
+        let url = peer_urls.first().ok_or(PeerError::NoUrl(id))?;
+        let mut connections = self.connections.lock();
+        if let Some((known, client)) = connections.get(&id) {
+            if known == url {
+                return Ok(client.clone());
+            }
+        }
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| PeerError::BadUrl {
+                id,
+                url: url.clone(),
+                reason: e.to_string(),
+            })?
+            .connect_timeout(self.heartbeat.saturating_mul(5).max(Duration::from_millis(500)))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
+        let client = PeerClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        connections.insert(id, (url.clone(), client.clone()));
+        Ok(client)
+    }
+
+    /// Wraps `body` for a call from this member.
+    pub(crate) fn envelope<T: Serialize>(&self, body: &T) -> Envelope {
+        Envelope {
+            cluster_id: self.cluster_id,
+            from: self.me,
+            body: encode(body),
+        }
+    }
+
+    /// This member's cluster id.
+    pub(crate) fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// Sends `request` to the leader `id` and returns its answer.
+    pub(crate) async fn forward(
+        &self,
+        id: NodeId,
+        leader: &Member,
+        request: &Forwarded,
+        timeout: Duration,
+    ) -> Result<Result<Answer, Relayed>, PeerError> {
+        let mut client = self.client(id, &leader.peer_urls)?;
+        let mut call = tonic::Request::new(self.envelope(request));
+        call.set_timeout(timeout);
+        let reply = client
+            .forward(call)
+            .await
+            .map_err(|status| classify(id, status))?;
+        decode(id, &reply.into_inner())
+    }
+}
+
+/// Asks the members at `peer_urls` (none of them this member) for the
+/// cluster's member list, trying each in turn.
+pub(crate) async fn fetch_members(
+    peer_urls: &[String],
+    timeout: Duration,
+) -> Result<MembersReply, PeerError> {
+    let mut last = PeerError::NoUrl(0);
+    for url in peer_urls {
+        let peers = Peers::new(0, 0, timeout / 5);
+        let attempt = async {
+            let mut client = peers.client(0, std::slice::from_ref(url))?;
+            let mut call = tonic::Request::new(peers.envelope(&()));
+            call.set_timeout(timeout);
+            let reply = client
+                .members(call)
+                .await
+                .map_err(|status| classify(0, status))?;
+            decode::<MembersReply>(0, &reply.into_inner())
+        };
+        match attempt.await {
+            Ok(reply) => return Ok(reply),
+            Err(e) => {
+                tracing::warn!(%url, error = %e, "could not fetch the member list");
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Tells a connection failure (never delivered) from a failed call.
+fn classify(id: NodeId, status: tonic::Status) -> PeerError {
+    // tonic reports a refused or timed-out connect as Unavailable with the
+    // transport error as source; a peer's own Unavailable has a message of
+    // its own but no source.
+    let connect_failed = status.code() == tonic::Code::Unavailable
+        && std::error::Error::source(&status).is_some();
+    if connect_failed {
+        PeerError::Unreachable { id, status }
+    } else {
+        PeerError::Failed { id, status }
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(body: &T) -> Vec<u8> {
+    postcard::to_allocvec(body).expect("invariant: Cairn's peer messages always serialize")
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(id: NodeId, reply: &Reply) -> Result<T, PeerError> {
+    postcard::from_bytes(&reply.body).map_err(|e| PeerError::Codec {
+        id,
+        reason: e.to_string(),
+    })
+}
+
+/// Who should handle a request that needs the leader.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// This member leads.
+    Here,
+    /// Another member leads.
+    There(NodeId, Member),
+    /// Nobody leads, as far as this member knows.
+    Nobody,
+}
+
+/// Why a request for the leader failed on its way there.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ForwardError {
+    /// No member leads.
+    #[error("no leader")]
+    NoLeader,
+    /// The leader answered with an error, to be passed on unchanged.
+    #[error(transparent)]
+    Relayed(Relayed),
+    /// The call failed.
+    #[error(transparent)]
+    Peer(PeerError),
+    /// The leader answered with something else than was asked for.
+    #[error("the leader answered a forwarded request with another kind of answer")]
+    Mismatch,
+}
+
+/// Routes requests that need the leader: tells whether this member leads,
+/// forwards to the leader otherwise, and waits for local apply.
+#[derive(Clone)]
+pub(crate) struct Route {
+    raft: Raft,
+    peers: Arc<Peers>,
+    me: NodeId,
+    timeout: Duration,
+}
+
+impl Route {
+    pub(crate) fn new(raft: Raft, peers: Arc<Peers>, me: NodeId, timeout: Duration) -> Self {
+        Route {
+            raft,
+            peers,
+            me,
+            timeout,
+        }
+    }
+
+    /// Where the leader is, by this member's latest knowledge.
+    pub(crate) fn target(&self) -> Target {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        match metrics.current_leader {
+            Some(id) if id == self.me => Target::Here,
+            Some(id) => match metrics.membership_config.membership().get_node(&id) {
+                Some(member) => Target::There(id, member.clone()),
+                None => Target::Nobody,
+            },
+            None => Target::Nobody,
+        }
+    }
+
+    /// Sends `request` to the leader `id`.
+    pub(crate) async fn forward(
+        &self,
+        id: NodeId,
+        leader: &Member,
+        request: &Forwarded,
+    ) -> Result<Answer, ForwardError> {
+        match self.peers.forward(id, leader, request, self.timeout).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(relayed)) => Err(ForwardError::Relayed(relayed)),
+            Err(e) => Err(ForwardError::Peer(e)),
+        }
+    }
+
+    /// Waits until this member has applied the entry at `index`.
+    pub(crate) async fn applied(&self, index: u64) -> Result<(), ForwardError> {
+        self.raft
+            .wait(Some(self.timeout))
+            .applied_index_at_least(Some(index), "forwarded request")
+            .await
+            .map(|_| ())
+            .map_err(|_| {
+                ForwardError::Peer(PeerError::Failed {
+                    id: self.me,
+                    status: tonic::Status::deadline_exceeded("local apply is behind the leader"),
+                })
+            })
+    }
+}

@@ -1,0 +1,231 @@
+//! openraft's network: each RPC is one `cairnpeer.Peer` call on the
+//! member's reused connection.
+//!
+//! A refused connection is reported as `Unreachable`, so openraft backs off
+//! instead of retrying at once; any other failure is a `NetworkError`. A
+//! snapshot travels as one client-streamed call, in slices, and the
+//! receiver installs it whole.
+
+use std::future::Future;
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_proto::cairnpeer::peer_client::PeerClient;
+use cairn_proto::cairnpeer::SnapshotChunk;
+use cairn_raft_storage::{Member, NodeId, TypeConfig};
+use openraft::error::{
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
+    StreamingError, Unreachable,
+};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{Snapshot, Vote};
+use tonic::transport::Channel;
+
+use super::{classify, decode, encode, PeerError, Peers};
+use crate::cluster::Reached;
+
+/// Slices of a snapshot on the wire.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+/// Builds a [`PeerConnection`] for each member openraft replicates to.
+#[derive(Debug, Clone)]
+pub(crate) struct Network {
+    peers: Arc<Peers>,
+    reached: Arc<Reached>,
+    heartbeat: Duration,
+}
+
+impl Network {
+    pub(crate) fn new(peers: Arc<Peers>, reached: Arc<Reached>, heartbeat: Duration) -> Self {
+        Network {
+            peers,
+            reached,
+            heartbeat,
+        }
+    }
+}
+
+/// openraft's handle on one member.
+#[derive(Debug)]
+pub(crate) struct PeerConnection {
+    target: NodeId,
+    node: Member,
+    peers: Arc<Peers>,
+    reached: Arc<Reached>,
+    heartbeat: Duration,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerConnection {
+        PeerConnection {
+            target,
+            node: node.clone(),
+            peers: self.peers.clone(),
+            reached: self.reached.clone(),
+            heartbeat: self.heartbeat,
+        }
+    }
+}
+
+/// A failed call as openraft wants it.
+fn rpc_error<E: std::error::Error>(e: PeerError) -> RPCError<NodeId, Member, E> {
+    if e.undelivered() {
+        RPCError::Unreachable(Unreachable::new(&e))
+    } else {
+        RPCError::Network(NetworkError::new(&e))
+    }
+}
+
+impl PeerConnection {
+    fn client(&self) -> Result<PeerClient<Channel>, PeerError> {
+        self.peers.client(self.target, &self.node.peer_urls)
+    }
+
+    /// One unary call: the envelope out, `Result<T, E>` back.
+    async fn call<Req, T, E, F, Fut>(
+        &self,
+        body: &Req,
+        option: &RPCOption,
+        send: F,
+    ) -> Result<T, RPCError<NodeId, Member, E>>
+    where
+        Req: serde::Serialize,
+        T: serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned,
+        F: FnOnce(PeerClient<Channel>, tonic::Request<cairn_proto::cairnpeer::Envelope>) -> Fut,
+        Fut: Future<
+            Output = Result<tonic::Response<cairn_proto::cairnpeer::Reply>, tonic::Status>,
+        >,
+    {
+        let client = self.client().map_err(rpc_error)?;
+        let mut request = tonic::Request::new(self.peers.envelope(body));
+        request.set_timeout(option.hard_ttl());
+        let reply = send(client, request)
+            .await
+            .map_err(|status| rpc_error(classify(self.target, status)))?;
+        let result: Result<T, E> = decode(self.target, &reply.into_inner()).map_err(rpc_error)?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        let response = self
+            .call(&rpc, &option, |mut c, r| async move {
+                c.append_entries(r).await
+            })
+            .await;
+        if response.is_ok() {
+            self.reached.record(self.target);
+        }
+        response
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        self.call(&rpc, &option, |mut c, r| async move { c.vote(r).await })
+            .await
+    }
+
+    /// Never called: [`PeerConnection::full_snapshot`] sends snapshots whole.
+    async fn install_snapshot(
+        &mut self,
+        _rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        Err(RPCError::Network(NetworkError::new(&std::io::Error::other(
+            "snapshots are streamed whole by full_snapshot",
+        ))))
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let streaming = |e: PeerError| -> StreamingError<TypeConfig, Fatal<NodeId>> {
+            if e.undelivered() {
+                StreamingError::Unreachable(Unreachable::new(&e))
+            } else {
+                StreamingError::Network(NetworkError::new(&e))
+            }
+        };
+        let mut client = self.client().map_err(streaming)?;
+        let data = snapshot.snapshot.into_inner();
+        let header = encode(&(vote, snapshot.meta.clone()));
+        let (cluster_id, from) = (self.peers.cluster_id(), self.peers.envelope(&()).from);
+        let mut chunks: Vec<SnapshotChunk> = data
+            .chunks(SNAPSHOT_CHUNK_BYTES)
+            .map(|slice| SnapshotChunk {
+                cluster_id,
+                from,
+                header: Vec::new(),
+                data: slice.to_vec(),
+            })
+            .collect();
+        if chunks.is_empty() {
+            chunks.push(SnapshotChunk {
+                cluster_id,
+                from,
+                header: Vec::new(),
+                data: Vec::new(),
+            });
+        }
+        chunks[0].header = header;
+        tracing::info!(
+            target = format_args!("{:x}", self.target),
+            bytes = data.len(),
+            snapshot = %snapshot.meta.snapshot_id,
+            "sending a snapshot"
+        );
+        let send = client.install_snapshot(futures::stream::iter(chunks));
+        let reply = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            reply = send => reply.map_err(|s| streaming(classify(self.target, s)))?,
+        };
+        let result: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
+            decode(self.target, &reply.into_inner()).map_err(streaming)?;
+        result.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    fn backoff(&self) -> Backoff {
+        // Retry an unreachable member about every other heartbeat, capped,
+        // so a restarted member hears from the leader quickly.
+        let first = self.heartbeat.saturating_mul(2);
+        Backoff::new((0..).map(move |i: u32| {
+            first
+                .saturating_mul(1 << i.min(3))
+                .min(Duration::from_secs(1))
+        }))
+    }
+}
+
+/// A snapshot received whole, ready for `install_full_snapshot`.
+pub(crate) fn received_snapshot(
+    meta: openraft::SnapshotMeta<NodeId, Member>,
+    data: Vec<u8>,
+) -> Snapshot<TypeConfig> {
+    Snapshot {
+        meta,
+        snapshot: Box::new(Cursor::new(data)),
+    }
+}
