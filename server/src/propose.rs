@@ -90,6 +90,9 @@ impl Proposer {
         if size > self.max_request_bytes {
             return Err(RequestError::TooLarge);
         }
+        if self.route.learner() {
+            return Err(RequestError::NotForLearner);
+        }
         let response = match self.route.target() {
             Target::Here => self.queue_here(request, size).await?.0,
             Target::There(id, leader) => {

@@ -35,6 +35,9 @@ pub(crate) enum ReadError {
     /// The barrier's loop is gone: the node is shutting down.
     #[error("read barrier stopped")]
     Stopped,
+    /// A learner serves serializable reads only.
+    #[error("rpc not supported for learner")]
+    Learner,
     /// A follower could not get the read index from the leader.
     #[error(transparent)]
     Forward(Arc<ForwardError>),
@@ -104,6 +107,9 @@ impl ReadBarrier {
 
 async fn confirm(raft: &Raft, route: &Route) -> Result<(), ReadError> {
     let forward = |e: ForwardError| ReadError::Forward(Arc::new(e));
+    if route.learner() {
+        return Err(ReadError::Learner);
+    }
     match route.target() {
         Target::Here => raft
             .ensure_linearizable()

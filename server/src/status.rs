@@ -216,6 +216,7 @@ fn read(e: &ReadError) -> Status {
         ReadError::Timeout => Status::unavailable(TIMEOUT),
         ReadError::Stopped => Status::unavailable(STOPPED),
         ReadError::Forward(e) => forward(e),
+        ReadError::Learner => Status::failed_precondition(NOT_FOR_LEARNER),
     }
 }
 

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{MemberChange, Membership};
-use crate::peer::{decode, Contact, Peers, PreVote};
+use crate::peer::{decode, Contact, Peers, PreVote, PreVoteReply};
 
 /// What the steward needs to know of its member.
 #[derive(Debug, Clone)]
@@ -94,16 +94,24 @@ async fn run(
         let config_now = metrics.membership_config.membership().clone();
         let joint: Vec<BTreeSet<NodeId>> = config_now.get_joint_config().clone();
         let voter = joint.iter().any(|c| c.contains(&me));
+        let alone = joint.iter().all(|c| c.len() == 1) && voter;
 
-        if voter && metrics.state != ServerState::Leader {
-            let elect = if joint.iter().all(|c| c.len() == 1) {
-                true
-            } else if contact.recent(config.election_timeout) {
+        if metrics.state != ServerState::Leader && !alone {
+            let elect = if contact.recent(config.election_timeout) {
                 false
             } else {
-                pre_vote(&raft, &peers, &config_now, &joint, me, config.election_timeout).await
+                let round =
+                    pre_vote(&raft, &peers, &config_now, &joint, me, config.election_timeout).await;
+                if round.removed && was_member {
+                    tracing::warn!("this member has been permanently removed from the cluster");
+                    let _ = removed.send(true);
+                    return;
+                }
+                round.won
             };
-            raft.runtime_config().elect(elect);
+            raft.runtime_config().elect(voter && elect);
+        } else if alone {
+            raft.runtime_config().elect(true);
         }
 
         if !published && metrics.current_leader.is_some() {
@@ -146,9 +154,16 @@ async fn run(
     }
 }
 
+/// The outcome of a pre-vote round.
+struct Round {
+    /// In every config of a joint membership, a majority (this member
+    /// included) would vote for it.
+    won: bool,
+    /// A member said this one was removed.
+    removed: bool,
+}
+
 /// Asks every other voter whether it would vote for this member now.
-/// True when, in every config of a joint membership, a majority (this
-/// member included) would.
 async fn pre_vote(
     raft: &Raft,
     peers: &Peers,
@@ -156,7 +171,7 @@ async fn pre_vote(
     joint: &[BTreeSet<NodeId>],
     me: NodeId,
     election_timeout: Duration,
-) -> bool {
+) -> Round {
     let request = PreVote {
         last_log_id: raft.data_metrics().borrow().last_log,
     };
@@ -166,25 +181,27 @@ async fn pre_vote(
         let node = membership.get_node(&id).cloned().unwrap_or_default();
         async move {
             let Ok(mut client) = peers.client(id, &node.peer_urls) else {
-                return (id, false);
+                return (id, PreVoteReply::default());
             };
             let mut call = tonic::Request::new(envelope);
             call.set_timeout(election_timeout / 2);
-            let granted = match client.pre_vote(call).await {
-                Ok(reply) => decode::<bool>(id, &reply.into_inner()).unwrap_or(false),
-                Err(_) => false,
+            let answer = match client.pre_vote(call).await {
+                Ok(reply) => decode(id, &reply.into_inner()).unwrap_or_default(),
+                Err(_) => PreVoteReply::default(),
             };
-            (id, granted)
+            (id, answer)
         }
     });
-    let mut granted: BTreeSet<NodeId> = join_all(asks)
-        .await
+    let answers = join_all(asks).await;
+    let removed = answers.iter().any(|(_, a)| a.removed);
+    let mut granted: BTreeSet<NodeId> = answers
         .into_iter()
-        .filter(|(_, g)| *g)
+        .filter(|(_, a)| a.granted)
         .map(|(id, _)| id)
         .collect();
     granted.insert(me);
-    joint
+    let won = joint
         .iter()
-        .all(|c| c.iter().filter(|id| granted.contains(id)).count() > c.len() / 2)
+        .all(|c| c.iter().filter(|id| granted.contains(id)).count() > c.len() / 2);
+    Round { won, removed }
 }

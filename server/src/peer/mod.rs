@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
 
 pub(crate) use self::network::Network;
-pub(crate) use self::service::{Contact, Leader, PeerService, PreVote};
+pub(crate) use self::service::{Contact, Leader, PeerService, PreVote, PreVoteReply};
 use crate::cluster::{MemberChange, MemberChanged};
 
 /// A request a follower hands to the leader.
@@ -353,6 +353,15 @@ impl Route {
             },
             None => Target::Nobody,
         }
+    }
+
+    /// Whether this member is a learner, which serves only serializable
+    /// reads, as in etcd.
+    pub(crate) fn learner(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        membership.get_node(&self.me).is_some() && !membership.voter_ids().any(|v| v == self.me)
     }
 
     /// Sends `request` to the leader `id`.

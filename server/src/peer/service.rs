@@ -49,9 +49,23 @@ impl Contact {
 }
 
 /// A pre-vote: would the receiver vote for a candidate with this log?
+/// Members that lost contact with the leader send it, learners included,
+/// because the answer also tells a member it was removed.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct PreVote {
     pub(crate) last_log_id: Option<LogId<NodeId>>,
+}
+
+/// The answer to a [`PreVote`].
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct PreVoteReply {
+    /// The receiver would vote for the sender.
+    pub(crate) granted: bool,
+    /// The receiver's committed membership, newer than anything in the
+    /// sender's log, does not hold the sender: it was removed. (A removed
+    /// member may never receive the entry that removes it, since the leader
+    /// stops replicating to it.)
+    pub(crate) removed: bool,
 }
 
 /// The leader side of this member: what it does with forwarded requests.
@@ -113,6 +127,28 @@ impl PeerService {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
         metrics.current_leader == Some(metrics.id)
+    }
+
+    /// The answer to `from`'s pre-vote.
+    async fn answer_pre_vote(&self, from: NodeId, request: &PreVote) -> Result<PreVoteReply, Status> {
+        let (committed_at, committed_has) = self
+            .raft
+            .with_raft_state(move |st| {
+                let c = st.membership_state.committed();
+                (*c.log_id(), c.get_node(&from).is_some())
+            })
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        if !committed_has && committed_at > request.last_log_id {
+            return Ok(PreVoteReply {
+                granted: false,
+                removed: true,
+            });
+        }
+        Ok(PreVoteReply {
+            granted: self.grant_pre_vote(from, request),
+            removed: false,
+        })
     }
 
     /// Whether to grant `from` a pre-vote.
@@ -195,7 +231,7 @@ impl Peer for PeerService {
 
     async fn pre_vote(&self, request: Request<Envelope>) -> Result<Response<Reply>, Status> {
         let pre_vote: PreVote = self.open(request.get_ref())?;
-        reply(&self.grant_pre_vote(request.get_ref().from, &pre_vote))
+        reply(&self.answer_pre_vote(request.get_ref().from, &pre_vote).await?)
     }
 
     async fn forward(&self, request: Request<Envelope>) -> Result<Response<Reply>, Status> {
