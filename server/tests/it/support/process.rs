@@ -6,13 +6,14 @@
 //! SIGKILL when dropped. SIGKILL rather than SIGTERM because a test's cleanup
 //! must not depend on the server's shutdown path;
 //! [`ServerProc::kill_and_restart`] uses the same to model a crash. The
-//! runner owns no directory and waits separately from spawning, so that
-//! several children can share a temp dir and start in parallel.
+//! runner owns no directory and waits apart from spawning, so that the
+//! members of a [`super::cluster::Cluster`] share a temp dir and start in
+//! parallel.
 
 use std::fs::{self, File};
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use cairn_proto::etcdserverpb::kv_client::KvClient;
@@ -308,9 +309,7 @@ impl Runner {
     pub(super) async fn wait_ready(&mut self, probe: Probe) {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            let child = self.child.as_mut().expect("spawned");
-            if let Some(status) = child.try_wait().expect("poll the child") {
-                self.child = None;
+            if let Some(status) = self.exited() {
                 panic!(
                     "{} exited ({status}) before answering a Range\n{}",
                     self.name,
@@ -350,6 +349,20 @@ impl Runner {
             .await
             .map(drop)
             .map_err(|status| format!("{status:?}"))
+    }
+
+    /// Whether a child was spawned and not killed or seen to exit since.
+    pub(super) fn is_spawned(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The child's exit status if it has exited on its own; the child is
+    /// then reaped and forgotten.
+    pub(super) fn exited(&mut self) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = child.try_wait().expect("poll the child")?;
+        self.child = None;
+        Some(status)
     }
 
     /// SIGKILLs the child, if any, and reaps it.
