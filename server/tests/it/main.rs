@@ -1,6 +1,8 @@
 //! Integration tests: nodes started in-process on 127.0.0.1 port 0, driven
-//! with the `etcd-client` crate as any etcd user would.
+//! with the `etcd-client` crate as any etcd user would, and clusters of
+//! server processes on 127.0.0.x (`cluster`).
 
+mod cluster;
 mod concurrency;
 mod crash;
 mod differential;

@@ -13,15 +13,20 @@
 //!   streams.
 //! - [`recorder`] records writes and raw watch streams for the watch
 //!   validator.
+//! - [`cluster`] runs N members of either flavour as one cluster, each on
+//!   its own 127.0.0.x address, and changes its membership; [`writer`] is a
+//!   client that writes through it, failing over between members.
 //!
 //! Missing etcd binaries fail the test with a pointer to `scripts/test.sh`,
 //! which installs them: a compatibility test that skips itself cannot fail.
 
+pub mod cluster;
 pub mod diff;
 mod etcdctl;
 mod process;
 pub mod recorder;
 pub mod watch_diff;
+pub mod writer;
 
 pub use self::etcdctl::{Etcdctl, Kv};
 pub use self::process::{CairnProc, EtcdProc, ServerProc};

@@ -1,16 +1,19 @@
 //! Server child processes: `cairn` and the reference etcd, run the same way.
 //!
 //! Both flavours share one runner, [`Runner`]: it spawns the binary
-//! with etcd's flags on free loopback ports, sends its output to a log file
-//! next to the data dir (quoted in panics), polls until a Range answers, and
-//! kills the child with SIGKILL when dropped. SIGKILL rather than SIGTERM
-//! because a test's cleanup must not depend on the server's shutdown path;
-//! [`ServerProc::kill_and_restart`] uses the same to model a crash.
+//! with etcd's flags, sends its output to a log file next to the data dir
+//! (quoted in panics), polls until a Range answers, and kills the child with
+//! SIGKILL when dropped. SIGKILL rather than SIGTERM because a test's cleanup
+//! must not depend on the server's shutdown path;
+//! [`ServerProc::kill_and_restart`] uses the same to model a crash. The
+//! runner owns no directory and waits apart from spawning, so that the
+//! members of a [`super::cluster::Cluster`] share a temp dir and start in
+//! parallel.
 
 use std::fs::{self, File};
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use cairn_proto::etcdserverpb::kv_client::KvClient;
@@ -20,7 +23,7 @@ use tempfile::TempDir;
 use tonic::transport::{Channel, Endpoint};
 
 /// Debian's etcd 3.4, the reference (package `etcd-server`).
-const ETCD_BIN: &str = "/usr/bin/etcd";
+pub(super) const ETCD_BIN: &str = "/usr/bin/etcd";
 /// How long a fresh or restarted server may take to answer its first Range.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Pause between readiness probes.
@@ -56,7 +59,7 @@ pub trait ServerProc {
 }
 
 /// The `cairn` binary built from this package, as a one-member cluster.
-pub struct CairnProc(Runner);
+pub struct CairnProc(Single);
 
 impl CairnProc {
     /// Starts `cairn` on a fresh data dir and free ports.
@@ -75,25 +78,24 @@ impl CairnProc {
         let mut args = vec!["--data-dir".into(), path_arg(&dir.path().join("data"))];
         args.extend(ports.cluster_args());
         args.extend(extra.iter().map(|a| a.to_string()));
-        let program = PathBuf::from(env!("CARGO_BIN_EXE_cairn"));
-        Self(Runner::start("cairn", program, args, dir, ports).await)
+        Self(Single::start("cairn", cairn_bin(), args, dir, ports).await)
     }
 }
 
 impl ServerProc for CairnProc {
     fn endpoint(&self) -> String {
-        self.0.ports.client_url()
+        self.0.runner.client_url.clone()
     }
 
     async fn kill_and_restart(&mut self) {
-        self.0.kill();
-        self.0.spawn_and_wait().await;
+        self.0.runner.kill();
+        self.0.runner.spawn_and_wait(Probe::Linearizable).await;
     }
 }
 
 /// Debian's etcd 3.4 as a one-member cluster: the reference Cairn is
 /// compared against.
-pub struct EtcdProc(Runner);
+pub struct EtcdProc(Single);
 
 impl EtcdProc {
     /// Starts etcd on a fresh data dir and free ports.
@@ -103,11 +105,7 @@ impl EtcdProc {
     /// If `/usr/bin/etcd` is missing (run `scripts/test.sh`), or if etcd
     /// exits or does not answer a Range within 20 s.
     pub async fn start() -> Self {
-        assert!(
-            Path::new(ETCD_BIN).exists(),
-            "{ETCD_BIN} is missing: run scripts/test.sh, which installs Debian's etcd-server \
-             (the reference these tests compare Cairn against)"
-        );
+        assert_etcd_installed();
         let ports = Ports::free();
         let dir = TempDir::with_prefix("etcd-it-").expect("create a temp dir");
         let mut args = vec![
@@ -117,29 +115,69 @@ impl EtcdProc {
             path_arg(&dir.path().join("data")),
         ];
         args.extend(ports.cluster_args());
-        Self(Runner::start("etcd", ETCD_BIN.into(), args, dir, ports).await)
+        Self(Single::start("etcd", ETCD_BIN.into(), args, dir, ports).await)
     }
 }
 
 impl ServerProc for EtcdProc {
     fn endpoint(&self) -> String {
-        self.0.ports.client_url()
+        self.0.runner.client_url.clone()
     }
 
     async fn kill_and_restart(&mut self) {
-        self.0.kill();
-        self.0.spawn_and_wait().await;
+        self.0.runner.kill();
+        self.0.runner.spawn_and_wait(Probe::Linearizable).await;
+    }
+}
+
+/// The `cairn` binary this package builds.
+pub(super) fn cairn_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cairn"))
+}
+
+/// # Panics
+///
+/// If `/usr/bin/etcd` is missing, with a pointer to `scripts/test.sh`.
+pub(super) fn assert_etcd_installed() {
+    assert!(
+        Path::new(ETCD_BIN).exists(),
+        "{ETCD_BIN} is missing: run scripts/test.sh, which installs Debian's etcd-server \
+         (the reference these tests compare Cairn against)"
+    );
+}
+
+/// A one-member server: its runner and the temp dir holding its data and
+/// log.
+struct Single {
+    /// Dropped first, so the child is killed (and its log quoted) before
+    /// the temp dir is removed.
+    runner: Runner,
+    _dir: TempDir,
+}
+
+impl Single {
+    async fn start(
+        name: &str,
+        program: PathBuf,
+        args: Vec<String>,
+        dir: TempDir,
+        ports: Ports,
+    ) -> Self {
+        let log = dir.path().join(format!("{name}.log"));
+        let mut runner = Runner::new(name, program, args, log, ports.client_url());
+        runner.spawn_and_wait(Probe::Linearizable).await;
+        Self { runner, _dir: dir }
     }
 }
 
 /// A lazily connecting channel to `endpoint`.
-fn channel(endpoint: &str) -> Channel {
+pub(super) fn channel(endpoint: &str) -> Channel {
     Endpoint::from_shared(endpoint.to_owned())
         .expect("endpoints are well-formed URLs")
         .connect_lazy()
 }
 
-fn path_arg(path: &Path) -> String {
+pub(super) fn path_arg(path: &Path) -> String {
     path.to_str().expect("temp paths are UTF-8").to_owned()
 }
 
@@ -188,51 +226,59 @@ impl Ports {
     }
 }
 
+/// How a readiness probe reads: a voter answers a linearizable Range once
+/// the cluster has a leader; a learner answers only serializable ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Probe {
+    Linearizable,
+    Serializable,
+}
+
 /// One server child process and everything needed to start it again.
-struct Runner {
-    /// "cairn" or "etcd", for messages.
-    name: &'static str,
+pub(super) struct Runner {
+    /// "cairn", "etcd" or a cluster member's name, for messages.
+    name: String,
     program: PathBuf,
     args: Vec<String>,
-    /// Holds the data dir and the log; removed on drop, after the child is
-    /// killed (fields drop after `Drop::drop`).
-    dir: TempDir,
-    ports: Ports,
+    /// Appended to by every run, so a restart keeps the previous output.
+    log: PathBuf,
+    /// Where the readiness probe connects.
+    client_url: String,
     child: Option<Child>,
 }
 
 impl Runner {
-    async fn start(
-        name: &'static str,
+    /// A runner that has not spawned anything yet.
+    pub(super) fn new(
+        name: &str,
         program: PathBuf,
         args: Vec<String>,
-        dir: TempDir,
-        ports: Ports,
+        log: PathBuf,
+        client_url: String,
     ) -> Self {
-        let mut this = Self {
-            name,
+        Self {
+            name: name.to_owned(),
             program,
             args,
-            dir,
-            ports,
+            log,
+            client_url,
             child: None,
-        };
-        this.spawn_and_wait().await;
-        this
+        }
     }
 
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join(format!("{}.log", self.name))
+    /// [`Runner::spawn`], then [`Runner::wait_ready`].
+    pub(super) async fn spawn_and_wait(&mut self, probe: Probe) {
+        self.spawn();
+        self.wait_ready(probe).await;
     }
 
-    /// Spawns the child (appending to the log, so a restart keeps the
-    /// previous run's output) and waits until it answers a Range.
-    async fn spawn_and_wait(&mut self) {
+    /// Spawns the child, its output appended to the log.
+    pub(super) fn spawn(&mut self) {
         assert!(self.child.is_none(), "the previous child was not reaped");
         let log = File::options()
             .create(true)
             .append(true)
-            .open(self.log_path())
+            .open(&self.log)
             .expect("open the server log");
         let mut command = Command::new(&self.program);
         command
@@ -253,30 +299,32 @@ impl Runner {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", self.program.display()));
         self.child = Some(child);
-        self.wait_ready().await;
     }
 
-    async fn wait_ready(&mut self) {
+    /// Polls until the child answers a Range read the `probe` way.
+    ///
+    /// # Panics
+    ///
+    /// If the child exits first, or does not answer within 20 s.
+    pub(super) async fn wait_ready(&mut self, probe: Probe) {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            let child = self.child.as_mut().expect("spawned");
-            if let Some(status) = child.try_wait().expect("poll the child") {
-                self.child = None;
+            if let Some(status) = self.exited() {
                 panic!(
                     "{} exited ({status}) before answering a Range\n{}",
                     self.name,
                     self.log_tail()
                 );
             }
-            let error = match self.probe().await {
+            let error = match self.probe(probe).await {
                 Ok(()) => return,
                 Err(error) => error,
             };
             if Instant::now() >= deadline {
                 panic!(
-                    "{} did not answer a Range on {} within {READY_TIMEOUT:?}; last error: {error}\n{}",
+                    "{} did not answer a {probe:?} Range on {} within {READY_TIMEOUT:?}; last error: {error}\n{}",
                     self.name,
-                    self.ports.client_url(),
+                    self.client_url,
                     self.log_tail()
                 );
             }
@@ -285,14 +333,15 @@ impl Runner {
     }
 
     /// One Range on a fresh connection, bounded by [`PROBE_TIMEOUT`].
-    async fn probe(&self) -> Result<(), String> {
-        let endpoint = Endpoint::from_shared(self.ports.client_url())
+    async fn probe(&self, probe: Probe) -> Result<(), String> {
+        let endpoint = Endpoint::from_shared(self.client_url.clone())
             .map_err(|e| e.to_string())?
             .connect_timeout(PROBE_TIMEOUT)
             .timeout(PROBE_TIMEOUT);
         let channel = endpoint.connect().await.map_err(|e| format!("{e:?}"))?;
         let request = RangeRequest {
             key: b"readiness-probe".to_vec(),
+            serializable: probe == Probe::Serializable,
             ..RangeRequest::default()
         };
         KvClient::new(channel)
@@ -302,8 +351,22 @@ impl Runner {
             .map_err(|status| format!("{status:?}"))
     }
 
+    /// Whether a child was spawned and not killed or seen to exit since.
+    pub(super) fn is_spawned(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The child's exit status if it has exited on its own; the child is
+    /// then reaped and forgotten.
+    pub(super) fn exited(&mut self) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = child.try_wait().expect("poll the child")?;
+        self.child = None;
+        Some(status)
+    }
+
     /// SIGKILLs the child, if any, and reaps it.
-    fn kill(&mut self) {
+    pub(super) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             // An error means it already exited; `wait` reaps it either way.
             let _ = child.kill();
@@ -311,14 +374,15 @@ impl Runner {
         }
     }
 
-    fn log_tail(&self) -> String {
-        let log = fs::read_to_string(self.log_path()).unwrap_or_else(|e| format!("(no log: {e})"));
+    /// The last lines of the log, headed by its path.
+    pub(super) fn log_tail(&self) -> String {
+        let log = fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(no log: {e})"));
         let lines: Vec<&str> = log.lines().collect();
         let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
         format!(
             "--- last {} lines of {} ---\n{}",
             tail.len(),
-            self.log_path().display(),
+            self.log.display(),
             tail.join("\n")
         )
     }
