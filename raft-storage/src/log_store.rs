@@ -161,10 +161,8 @@ impl LogStore {
             .max(last.map(|l| l.leader_id.term))
             .unwrap_or(0);
         let index = last.map_or(0, |l| l.index + 1);
-        let membership = Membership::new(
-            vec![BTreeSet::from([id])],
-            BTreeMap::from([(id, member)]),
-        );
+        let membership =
+            Membership::new(vec![BTreeSet::from([id])], BTreeMap::from([(id, member)]));
         let entry = Entry::<TypeConfig> {
             log_id: LogId::new(CommittedLeaderId::new(term, id), index),
             payload: EntryPayload::Membership(membership),

@@ -1,8 +1,8 @@
 //! The top-level response header every answer carries.
 
 use cairn_proto::etcdserverpb::ResponseHeader;
-use cairn_raft_storage::{NodeId, Raft};
 use cairn_raft_storage::Member;
+use cairn_raft_storage::{NodeId, Raft};
 use openraft::RaftMetrics;
 use tokio::sync::watch;
 

@@ -66,8 +66,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
             signal_result(signal)
         }
         () = node.removed() => {
+            // etcd exits with status 0 here: the removal was asked for.
+            tracing::error!("the member has been permanently removed from the cluster; the data dir used by this member must be removed");
             node.shutdown().await;
-            anyhow::bail!("the member has been permanently removed from the cluster")
+            Ok(())
         }
     }
 }

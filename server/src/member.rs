@@ -72,7 +72,9 @@ fn nonzero(id: u64) -> u64 {
 /// other's the same way, from its name, its sorted peer URLs and the token.
 fn initial_member_id(name: &str, peer_urls: &[&Url], token: &str) -> NodeId {
     let urls: Vec<String> = peer_urls.iter().map(ToString::to_string).collect();
-    nonzero(fnv1a64(format!("{name}\n{}\n{token}", urls.join(",")).as_bytes()))
+    nonzero(fnv1a64(
+        format!("{name}\n{}\n{token}", urls.join(",")).as_bytes(),
+    ))
 }
 
 /// Derives the ids of a member being created in a new cluster.

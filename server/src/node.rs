@@ -13,8 +13,8 @@ use std::time::Duration;
 use cairn_proto::cairnpeer::peer_server::PeerServer;
 use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
-use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
+use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use cairn_proto::v3electionpb::election_server::ElectionServer;
 use cairn_proto::v3lockpb::lock_server::LockServer;
@@ -353,6 +353,11 @@ impl Node {
                 auto_promote: config.experimental_auto_promote_learners,
             },
         ));
+        let published = self
+            .steward
+            .as_ref()
+            .map(|s| s.published.clone())
+            .expect("invariant: the steward was just spawned");
         let lease = LeaseServer::new(LeaseService::new(
             lessor,
             self.store.clone(),
@@ -406,6 +411,7 @@ impl Node {
             Header::new(self.ids, &self.raft),
             tracker.clone(),
         ));
+        let route_for_compat = route.clone();
         let maintenance = MaintenanceServer::new(MaintenanceService::new(MaintenanceParts {
             raft: self.raft.clone(),
             store: self.store.clone(),
@@ -416,30 +422,38 @@ impl Node {
             quota: config.quota_backend_bytes(),
             tracker,
         }));
+        let route = route_for_compat;
 
         for listener in listeners {
             let mut stop = self.stop_serving.subscribe();
+            let mut published = published.clone();
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
             // etcd allows any number of concurrent streams per connection
             // (--max-concurrent-streams defaults to 2^32-1); Go clients
             // multiplex everything on one connection.
             let router = Server::builder()
                 .max_concurrent_streams(Some(u32::MAX))
-                .add_service(GrpcCompat(kv.clone()))
-                .add_service(GrpcCompat(watch.clone()))
-                .add_service(GrpcCompat(lease.clone()))
-                .add_service(GrpcCompat(lock.clone()))
-                .add_service(GrpcCompat(election.clone()))
-                .add_service(GrpcCompat(cluster.clone()))
-                .add_service(GrpcCompat(maintenance.clone()));
-            self.servers
-                .push(tokio::spawn(router.serve_with_incoming_shutdown(
-                    incoming,
-                    async move {
+                .add_service(GrpcCompat::new(kv.clone(), route.clone()))
+                .add_service(GrpcCompat::new(watch.clone(), route.clone()))
+                .add_service(GrpcCompat::new(lease.clone(), route.clone()))
+                .add_service(GrpcCompat::new(lock.clone(), route.clone()))
+                .add_service(GrpcCompat::new(election.clone(), route.clone()))
+                .add_service(GrpcCompat::new(cluster.clone(), route.clone()))
+                .add_service(GrpcCompat::new(maintenance.clone(), route.clone()));
+            self.servers.push(tokio::spawn(async move {
+                // Serve once this member has published itself, as etcd's
+                // members do; connections wait in the backlog until then.
+                tokio::select! {
+                    _ = published.wait_for(|p| *p) => {}
+                    _ = stop.wait_for(|stop| *stop) => return Ok(()),
+                }
+                router
+                    .serve_with_incoming_shutdown(incoming, async move {
                         // An error means the node is gone: stop as well.
                         let _ = stop.wait_for(|stop| *stop).await;
-                    },
-                )));
+                    })
+                    .await
+            }));
         }
         Ok(())
     }

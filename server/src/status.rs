@@ -8,15 +8,15 @@
 
 use std::convert::Infallible;
 
+use cairn_raft_storage::Member;
 use cairn_raft_storage::{ApplyError, NodeId};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, RaftError};
-use cairn_raft_storage::Member;
 use tonic::codegen::{http, BoxFuture, Context, Poll, Service};
 use tonic::server::NamedService;
 use tonic::{Code, Status};
 
 use crate::cluster::ClusterError;
-use crate::peer::ForwardError;
+use crate::peer::{ForwardError, Route, Target};
 use crate::read_index::ReadError;
 use crate::validate::Invalid;
 
@@ -216,7 +216,7 @@ fn read(e: &ReadError) -> Status {
         ReadError::Timeout => Status::unavailable(TIMEOUT),
         ReadError::Stopped => Status::unavailable(STOPPED),
         ReadError::Forward(e) => forward(e),
-        ReadError::Learner => Status::failed_precondition(NOT_FOR_LEARNER),
+        ReadError::Learner => Status::unavailable(NOT_FOR_LEARNER),
     }
 }
 
@@ -236,7 +236,9 @@ fn cluster(e: &ClusterError) -> Status {
     match e {
         ClusterError::MemberExists => Status::failed_precondition(MEMBER_EXISTS),
         ClusterError::PeerUrlExists => Status::failed_precondition(PEER_URL_EXISTS),
-        ClusterError::NotEnoughStarted => Status::failed_precondition(NOT_ENOUGH_STARTED),
+        // etcd maps this one through its client-side error, so gRPC sends
+        // it as Unknown.
+        ClusterError::NotEnoughStarted => Status::unknown(NOT_ENOUGH_STARTED),
         ClusterError::BadUrls => Status::invalid_argument(BAD_URLS),
         ClusterError::MemberNotFound => Status::not_found(MEMBER_NOT_FOUND),
         ClusterError::NotLearner => Status::failed_precondition(MEMBER_NOT_LEARNER),
@@ -280,7 +282,7 @@ impl From<RequestError> for Status {
             RequestError::Fatal(f) => fatal(&f),
             RequestError::Forward(e) => forward(&e),
             RequestError::Cluster(e) => cluster(&e),
-            RequestError::NotForLearner => Status::failed_precondition(NOT_FOR_LEARNER),
+            RequestError::NotForLearner => Status::unavailable(NOT_FOR_LEARNER),
             RequestError::UnexpectedResponse(kind) => Status::internal(format!(
                 "etcdserver: internal error: apply answered with a {kind} response"
             )),
@@ -296,8 +298,45 @@ impl From<RequestError> for Status {
 ///
 /// Only trailers-only responses (every unary error) are rewritten, since
 /// that is where tonic puts a request it could not decode.
-#[derive(Debug, Clone)]
-pub(crate) struct GrpcCompat<S>(pub(crate) S);
+///
+/// It also applies etcd's interceptor checks, which look only at the
+/// method and the metadata: a learner serves nothing but `Status` and
+/// (serializable) `Range`, and a request with `hasleader: true` gets
+/// "no leader" while there is none.
+#[derive(Clone)]
+pub(crate) struct GrpcCompat<S> {
+    inner: S,
+    route: Route,
+}
+
+impl<S> GrpcCompat<S> {
+    pub(crate) fn new(inner: S, route: Route) -> Self {
+        GrpcCompat { inner, route }
+    }
+
+    /// The status etcd's interceptors answer `request` with, if any.
+    fn intercept<B>(&self, request: &http::Request<B>) -> Option<Status> {
+        let path = request.uri().path();
+        // Linearizable ranges are refused by the read barrier.
+        let learner_ok = matches!(
+            path,
+            "/etcdserverpb.KV/Range"
+                | "/etcdserverpb.Maintenance/Status"
+                | "/etcdserverpb.Maintenance/Snapshot"
+        );
+        if !learner_ok && self.route.learner() {
+            return Some(RequestError::NotForLearner.into());
+        }
+        let wants_leader = request
+            .headers()
+            .get("hasleader")
+            .is_some_and(|v| v.as_bytes() == b"true");
+        if wants_leader && matches!(self.route.target(), Target::Nobody) {
+            return Some(RequestError::NoLeader.into());
+        }
+        None
+    }
+}
 
 impl<S: NamedService> NamedService for GrpcCompat<S> {
     const NAME: &'static str = S::NAME;
@@ -313,11 +352,14 @@ where
     type Future = BoxFuture<Self::Response, Self::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.0.poll_ready(cx)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let response = self.0.call(request);
+        if let Some(status) = self.intercept(&request) {
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        let response = self.inner.call(request);
         Box::pin(async move {
             let mut response = response.await?;
             rewrite_tonic_status(response.headers_mut());

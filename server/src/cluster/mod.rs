@@ -344,7 +344,11 @@ impl Membership {
         if !self.strict {
             return Ok(());
         }
-        let voters: Vec<NodeId> = members.iter().filter(|m| !m.learner).map(|m| m.id).collect();
+        let voters: Vec<NodeId> = members
+            .iter()
+            .filter(|m| !m.learner)
+            .map(|m| m.id)
+            .collect();
         let started = voters
             .iter()
             .filter(|id| Some(**id) != subject || delta > 0)

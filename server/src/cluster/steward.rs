@@ -46,6 +46,10 @@ pub(crate) struct Steward {
     pub(crate) task: JoinHandle<()>,
     /// Becomes true once this member has been removed from the cluster.
     pub(crate) removed: watch::Receiver<bool>,
+    /// Becomes true once the membership records this member's name and
+    /// client URLs: it is then ready to serve clients, as etcd's members
+    /// are once they have published themselves.
+    pub(crate) published: watch::Receiver<bool>,
 }
 
 impl Steward {
@@ -57,9 +61,23 @@ impl Steward {
         config: StewardConfig,
     ) -> Steward {
         let (removed_tx, removed) = watch::channel(false);
-        let task = tokio::spawn(run(raft, membership, peers, contact, config, removed_tx));
-        Steward { task, removed }
+        let (published_tx, published) = watch::channel(false);
+        let signals = Signals {
+            removed: removed_tx,
+            published: published_tx,
+        };
+        let task = tokio::spawn(run(raft, membership, peers, contact, config, signals));
+        Steward {
+            task,
+            removed,
+            published,
+        }
     }
+}
+
+struct Signals {
+    removed: watch::Sender<bool>,
+    published: watch::Sender<bool>,
 }
 
 async fn run(
@@ -68,8 +86,9 @@ async fn run(
     peers: Arc<Peers>,
     contact: Arc<Contact>,
     config: StewardConfig,
-    removed: watch::Sender<bool>,
+    signals: Signals,
 ) {
+    let removed = signals.removed;
     let mut tick = tokio::time::interval(config.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_member = false;
@@ -100,8 +119,15 @@ async fn run(
             let elect = if contact.recent(config.election_timeout) {
                 false
             } else {
-                let round =
-                    pre_vote(&raft, &peers, &config_now, &joint, me, config.election_timeout).await;
+                let round = pre_vote(
+                    &raft,
+                    &peers,
+                    &config_now,
+                    &joint,
+                    me,
+                    config.election_timeout,
+                )
+                .await;
                 if round.removed && was_member {
                     tracing::warn!("this member has been permanently removed from the cluster");
                     let _ = removed.send(true);
@@ -118,6 +144,7 @@ async fn run(
             match config_now.get_node(&me) {
                 Some(m) if m.name == config.name && m.client_urls == config.client_urls => {
                     published = true;
+                    let _ = signals.published.send(true);
                 }
                 Some(_) => {
                     let change = MemberChange::Publish {
@@ -129,6 +156,7 @@ async fn run(
                         Ok(_) => {
                             tracing::info!(name = %config.name, "published this member's name and client URLs");
                             published = true;
+                            let _ = signals.published.send(true);
                         }
                         Err(e) => tracing::debug!(error = ?e, "publishing failed; will retry"),
                     }
@@ -175,7 +203,12 @@ async fn pre_vote(
     let request = PreVote {
         last_log_id: raft.data_metrics().borrow().last_log,
     };
-    let voters: BTreeSet<NodeId> = joint.iter().flatten().copied().filter(|v| *v != me).collect();
+    let voters: BTreeSet<NodeId> = joint
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|v| *v != me)
+        .collect();
     let asks = voters.into_iter().map(|id| {
         let envelope = peers.envelope(&request);
         let node = membership.get_node(&id).cloned().unwrap_or_default();

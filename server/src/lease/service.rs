@@ -116,11 +116,7 @@ impl Lease for LeaseService {
             Some(lease) => LeaseTimeToLiveResponse {
                 header,
                 id: req.id,
-                ttl: self
-                    .lessor
-                    .time_to_live(req.id)
-                    .await?
-                    .unwrap_or(lease.ttl),
+                ttl: self.lessor.time_to_live(req.id).await?.unwrap_or(lease.ttl),
                 granted_ttl: lease.ttl,
                 keys: if req.keys { lease.keys } else { Vec::new() },
             },

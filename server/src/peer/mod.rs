@@ -193,7 +193,11 @@ impl Peers {
                 url: url.clone(),
                 reason: e.to_string(),
             })?
-            .connect_timeout(self.heartbeat.saturating_mul(5).max(Duration::from_millis(500)))
+            .connect_timeout(
+                self.heartbeat
+                    .saturating_mul(5)
+                    .max(Duration::from_millis(500)),
+            )
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5))
@@ -273,8 +277,8 @@ fn classify(id: NodeId, status: tonic::Status) -> PeerError {
     // tonic reports a refused or timed-out connect as Unavailable with the
     // transport error as source; a peer's own Unavailable has a message of
     // its own but no source.
-    let connect_failed = status.code() == tonic::Code::Unavailable
-        && std::error::Error::source(&status).is_some();
+    let connect_failed =
+        status.code() == tonic::Code::Unavailable && std::error::Error::source(&status).is_some();
     if connect_failed {
         PeerError::Unreachable { id, status }
     } else {

@@ -100,9 +100,7 @@ impl PeerConnection {
         T: serde::de::DeserializeOwned,
         E: std::error::Error + serde::de::DeserializeOwned,
         F: FnOnce(PeerClient<Channel>, tonic::Request<cairn_proto::cairnpeer::Envelope>) -> Fut,
-        Fut: Future<
-            Output = Result<tonic::Response<cairn_proto::cairnpeer::Reply>, tonic::Status>,
-        >,
+        Fut: Future<Output = Result<tonic::Response<cairn_proto::cairnpeer::Reply>, tonic::Status>>,
     {
         let client = self.client().map_err(rpc_error)?;
         let mut request = tonic::Request::new(self.peers.envelope(body));
@@ -150,9 +148,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        Err(RPCError::Network(NetworkError::new(&std::io::Error::other(
-            "snapshots are streamed whole by full_snapshot",
-        ))))
+        Err(RPCError::Network(NetworkError::new(
+            &std::io::Error::other("snapshots are streamed whole by full_snapshot"),
+        )))
     }
 
     async fn full_snapshot(

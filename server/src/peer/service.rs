@@ -130,7 +130,11 @@ impl PeerService {
     }
 
     /// The answer to `from`'s pre-vote.
-    async fn answer_pre_vote(&self, from: NodeId, request: &PreVote) -> Result<PreVoteReply, Status> {
+    async fn answer_pre_vote(
+        &self,
+        from: NodeId,
+        request: &PreVote,
+    ) -> Result<PreVoteReply, Status> {
         let (committed_at, committed_has) = self
             .raft
             .with_raft_state(move |st| {
@@ -207,8 +211,9 @@ impl Peer for PeerService {
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
         self.check_cluster(first.cluster_id, first.from)?;
         let (vote, meta): (Vote<NodeId>, SnapshotMeta<NodeId, Member>) =
-            postcard::from_bytes(&first.header)
-                .map_err(|e| Status::invalid_argument(format!("undecodable snapshot header: {e}")))?;
+            postcard::from_bytes(&first.header).map_err(|e| {
+                Status::invalid_argument(format!("undecodable snapshot header: {e}"))
+            })?;
         let mut data = first.data;
         while let Some(chunk) = chunks.next().await {
             data.extend_from_slice(&chunk?.data);
@@ -231,7 +236,11 @@ impl Peer for PeerService {
 
     async fn pre_vote(&self, request: Request<Envelope>) -> Result<Response<Reply>, Status> {
         let pre_vote: PreVote = self.open(request.get_ref())?;
-        reply(&self.answer_pre_vote(request.get_ref().from, &pre_vote).await?)
+        reply(
+            &self
+                .answer_pre_vote(request.get_ref().from, &pre_vote)
+                .await?,
+        )
     }
 
     async fn forward(&self, request: Request<Envelope>) -> Result<Response<Reply>, Status> {
@@ -254,9 +263,9 @@ impl Peer for PeerService {
             Forwarded::LeaseRenew(_) | Forwarded::LeaseRemaining(_) if !self.leading() => {
                 Err(ClusterError::LeaderChanged.into())
             }
-            Forwarded::LeaseRenew(id) => Ok(Answer::LeaseTtl(
-                self.leader.lessor.renew(id).unwrap_or(0),
-            )),
+            Forwarded::LeaseRenew(id) => {
+                Ok(Answer::LeaseTtl(self.leader.lessor.renew(id).unwrap_or(0)))
+            }
             Forwarded::LeaseRemaining(id) => {
                 Ok(Answer::LeaseRemaining(self.leader.lessor.remaining(id)))
             }
