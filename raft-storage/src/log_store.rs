@@ -156,10 +156,14 @@ impl LogStore {
             None => self.last_purged()?,
         };
         let vote: Option<Vote<NodeId>> = self.meta(KEY_VOTE)?;
+        // A term of its own, above every vote and entry so far, so the new
+        // entry's leader id and the vote agree (a leader id of an old term
+        // with this member's id would contradict that term's real leader).
         let term = vote
             .map(|v| v.leader_id().term)
             .max(last.map(|l| l.leader_id.term))
-            .unwrap_or(0);
+            .unwrap_or(0)
+            + 1;
         let index = last.map_or(0, |l| l.index + 1);
         let membership =
             Membership::new(vec![BTreeSet::from([id])], BTreeMap::from([(id, member)]));
@@ -168,6 +172,7 @@ impl LogStore {
             payload: EntryPayload::Membership(membership),
         };
         self.log.insert(index.to_be_bytes(), encode(&entry))?;
+        self.raft.insert(KEY_VOTE, encode(&Vote::new(term, id)))?;
         self.db.flush()?;
         Ok(())
     }

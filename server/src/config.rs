@@ -25,6 +25,8 @@ pub use self::url::{Scheme, Url, UrlError};
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// etcd's default `--snapshot-count`.
 pub const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
+/// etcd's default `--experimental-snapshot-catchup-entries`.
+pub const DEFAULT_SNAPSHOT_CATCHUP_ENTRIES: u64 = 5000;
 /// etcd's default `--experimental-watch-progress-notify-interval`.
 pub const DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
 /// etcd's default `--experimental-lease-checkpoint-interval`.
@@ -161,6 +163,15 @@ pub struct Config {
         value_parser = duration::parse
     )]
     pub experimental_lease_checkpoint_interval: Duration,
+
+    /// Number of entries for a slow follower to catch up after compacting
+    /// the raft storage entries.
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES",
+        default_value_t = DEFAULT_SNAPSHOT_CATCHUP_ENTRIES
+    )]
+    pub experimental_snapshot_catchup_entries: u64,
 
     /// Reject reconfiguration requests that would cause quorum loss.
     #[arg(
@@ -470,6 +481,7 @@ impl Config {
             snapshot_count: DEFAULT_SNAPSHOT_COUNT,
             experimental_watch_progress_notify_interval: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
             experimental_lease_checkpoint_interval: DEFAULT_LEASE_CHECKPOINT_INTERVAL,
+            experimental_snapshot_catchup_entries: DEFAULT_SNAPSHOT_CATCHUP_ENTRIES,
             strict_reconfig_check: true,
             force_new_cluster: false,
             experimental_auto_promote_learners: false,

@@ -72,7 +72,8 @@ mod watch;
 pub use crate::config::{
     AutoCompaction, AutoCompactionMode, ClusterState, Config, ConfigError, DurationError,
     InitialCluster, InitialClusterError, LogLevel, Retention, Scheme, Url, UrlError,
-    DEFAULT_LEASE_CHECKPOINT_INTERVAL, DEFAULT_QUOTA_BACKEND_BYTES, DEFAULT_SNAPSHOT_COUNT,
+    DEFAULT_LEASE_CHECKPOINT_INTERVAL, DEFAULT_QUOTA_BACKEND_BYTES,
+    DEFAULT_SNAPSHOT_CATCHUP_ENTRIES, DEFAULT_SNAPSHOT_COUNT,
     DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
 };
 pub use crate::error::{Error, Result};

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 
 use crate::cluster::ClusterError;
 use crate::header::Header;
-use crate::peer::{Answer, Forwarded, Route, Target};
+use crate::peer::{Answer, ForwardError, Forwarded, Route, Target};
 use crate::status::RequestError;
 use crate::tracked::Tracker;
 
@@ -116,14 +116,10 @@ pub(crate) async fn transfer_leadership(
         // election timeout) since the last heartbeat lasts.
         let lease = Duration::from_millis(raft.config().election_timeout_max);
         tokio::time::sleep(lease).await;
-        route
-            .forward(target, &node, &Forwarded::Campaign)
-            .await
-            .map_err(RequestError::from)
-            .and_then(|answer| match answer {
-                Answer::Campaigning => Ok(()),
-                _ => Err(RequestError::UnexpectedResponse("campaign")),
-            })?;
+        match route.forward(target, &node, &Forwarded::Campaign).await? {
+            Answer::Campaigning => {}
+            _ => return Err(ForwardError::Mismatch.into()),
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         raft.wait(Some(left))
             .metrics(

@@ -707,6 +707,9 @@ fn raft_config(config: &Config) -> Result<openraft::Config> {
         election_timeout_min: config.election_timeout,
         election_timeout_max: config.election_timeout.saturating_mul(2),
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count()),
+        // Entries kept after a snapshot, so a slightly lagging follower
+        // catches up from the log rather than by a whole snapshot.
+        max_in_snapshot_log_to_keep: config.experimental_snapshot_catchup_entries,
         ..openraft::Config::default()
     };
     Ok(raft_config.validate()?)

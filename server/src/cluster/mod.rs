@@ -117,6 +117,16 @@ pub(crate) enum ClusterError {
     Raft(String),
 }
 
+/// What a change of the voters leaves.
+#[derive(Debug, PartialEq, Eq)]
+enum Quorum {
+    /// The started voters still make a quorum.
+    Kept,
+    /// A lone voter takes a second: as etcd, always allowed (it is how a
+    /// cluster grows back after --force-new-cluster).
+    Lone,
+}
+
 /// When the leader last reached each member, as the peer transport saw it.
 #[derive(Debug, Default)]
 pub(crate) struct Reached {
@@ -144,6 +154,7 @@ pub(crate) struct Membership {
     strict: bool,
     reached: Arc<Reached>,
     timeout: Duration,
+    promote_later: Mutex<BTreeSet<NodeId>>,
 }
 
 /// The member list in `metrics`, sorted by id.
@@ -177,6 +188,7 @@ impl Membership {
             strict,
             reached,
             timeout,
+            promote_later: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -238,8 +250,14 @@ impl Membership {
                         return Err(ClusterError::TooManyLearners.into());
                     }
                     (id, ChangeMembers::AddNodes(BTreeMap::from([(id, member)])))
+                } else if self.check_quorum(&members, 1, None)? == Quorum::Lone {
+                    // openraft's joint consensus would need the new voter
+                    // to commit its own addition, and it is not running
+                    // yet: add it as a learner and promote it once it has
+                    // caught up (the steward does).
+                    self.promote_later.lock().insert(id);
+                    (id, ChangeMembers::AddNodes(BTreeMap::from([(id, member)])))
                 } else {
-                    self.check_quorum(&members, 1, None)?;
                     (id, ChangeMembers::AddVoters(BTreeMap::from([(id, member)])))
                 }
             }
@@ -332,6 +350,20 @@ impl Membership {
         (matched as f64) >= (last as f64) * READY_PERCENT && matched > 0
     }
 
+    /// Members added as voters that wait, as learners, to catch up.
+    pub(crate) fn take_caught_up(&self) -> Vec<NodeId> {
+        let mut pending = self.promote_later.lock();
+        let ready: Vec<NodeId> = pending
+            .iter()
+            .copied()
+            .filter(|id| self.caught_up(*id))
+            .collect();
+        for id in &ready {
+            pending.remove(id);
+        }
+        ready
+    }
+
     /// `--strict-reconfig-check`: refuses a change of the voter count by
     /// `delta` (the voter `subject` added, promoted or removed) unless the
     /// started voters would still make a quorum.
@@ -340,9 +372,13 @@ impl Membership {
         members: &[Listed],
         delta: i64,
         subject: Option<NodeId>,
-    ) -> Result<(), ClusterError> {
+    ) -> Result<Quorum, ClusterError> {
+        let voters = members.iter().filter(|m| !m.learner).count();
+        if voters == 1 && delta > 0 {
+            return Ok(Quorum::Lone);
+        }
         if !self.strict {
-            return Ok(());
+            return Ok(Quorum::Kept);
         }
         let voters: Vec<NodeId> = members
             .iter()
@@ -363,7 +399,7 @@ impl Membership {
         if after < 1 || started < after / 2 + 1 {
             return Err(ClusterError::NotEnoughStarted);
         }
-        Ok(())
+        Ok(Quorum::Kept)
     }
 }
 

@@ -165,6 +165,14 @@ async fn run(
             }
         }
 
+        if metrics.current_leader == Some(me) {
+            for id in membership.take_caught_up() {
+                if let Err(e) = membership.change_here(MemberChange::Promote(id)).await {
+                    tracing::warn!(member = format_args!("{id:x}"), error = ?e, "promoting an added voter failed");
+                }
+            }
+        }
+
         if config.auto_promote && metrics.current_leader == Some(me) {
             let learners: Vec<NodeId> = config_now.learner_ids().collect();
             for id in learners {

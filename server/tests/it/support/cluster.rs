@@ -436,6 +436,20 @@ impl Cluster {
         member.runner.spawn_and_wait(probe).await;
     }
 
+    /// Starts member `i` again with `extra` flags added for this and later
+    /// starts, and waits until it answers a Range.
+    pub async fn restart_with(&mut self, i: usize, extra: &[&str]) {
+        self.members[i].runner.add_args(extra);
+        self.restart(i).await;
+    }
+
+    /// Marks member `i` as gone for good (its data dir is abandoned), so
+    /// that leader and endpoint lookups skip it.
+    pub fn forget(&mut self, i: usize) {
+        self.members[i].runner.kill();
+        self.members[i].removed = true;
+    }
+
     /// SIGKILLs every member in the cluster, one right after another: a
     /// power cut.
     pub fn stop_all(&mut self) {

@@ -267,6 +267,11 @@ impl Runner {
     }
 
     /// [`Runner::spawn`], then [`Runner::wait_ready`].
+    /// Adds `extra` to the arguments of every later spawn.
+    pub(super) fn add_args(&mut self, extra: &[&str]) {
+        self.args.extend(extra.iter().map(ToString::to_string));
+    }
+
     pub(super) async fn spawn_and_wait(&mut self, probe: Probe) {
         self.spawn();
         self.wait_ready(probe).await;
