@@ -14,7 +14,6 @@ use cairn_proto::etcdserverpb::{
 };
 use cairn_raft_storage::{NodeId, Raft, Store};
 use futures::Stream;
-use openraft::ServerState;
 use tonic::{Request, Response, Status};
 
 use crate::cluster::ClusterError;
@@ -149,12 +148,6 @@ impl Maintenance for MaintenanceService {
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let metrics = self.raft.metrics().borrow().clone();
-        let learner = !metrics
-            .membership_config
-            .membership()
-            .voter_ids()
-            .any(|v| v == self.me)
-            && metrics.state != ServerState::Leader;
         let size = i64::try_from(self.store.size_on_disk()).unwrap_or(i64::MAX);
         let committed = self
             .raft
@@ -171,7 +164,7 @@ impl Maintenance for MaintenanceService {
             raft_applied_index: metrics.last_applied.map_or(0, |l| l.index),
             errors: Vec::new(),
             db_size_in_use: size,
-            is_learner: learner,
+            is_learner: self.route.learner(),
             storage_version: String::new(),
             db_size_quota: i64::try_from(self.quota).unwrap_or(i64::MAX),
             downgrade_info: None,

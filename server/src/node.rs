@@ -25,7 +25,7 @@ use openraft::{ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{Router, TcpIncoming};
 use tonic::transport::Server;
 
 use crate::cluster::{ClusterService, Membership, Reached, Steward, StewardConfig};
@@ -256,18 +256,16 @@ impl Node {
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
         for listener in listeners {
-            let mut stop = self.stop_serving.subscribe();
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
             let router = Server::builder()
                 .max_concurrent_streams(Some(u32::MAX))
                 .add_service(peer_server.clone());
-            self.servers
-                .push(tokio::spawn(router.serve_with_incoming_shutdown(
-                    incoming,
-                    async move {
-                        let _ = stop.wait_for(|stop| *stop).await;
-                    },
-                )));
+            let ready = watch::channel(true).1;
+            self.servers.push(serve(
+                router,
+                listener,
+                ready,
+                self.stop_serving.subscribe(),
+            ));
         }
         Ok(Core {
             route,
@@ -411,23 +409,18 @@ impl Node {
             Header::new(self.ids, &self.raft),
             tracker.clone(),
         ));
-        let route_for_compat = route.clone();
         let maintenance = MaintenanceServer::new(MaintenanceService::new(MaintenanceParts {
             raft: self.raft.clone(),
             store: self.store.clone(),
-            route,
+            route: route.clone(),
             header: Header::new(self.ids, &self.raft),
             me: self.ids.member_id,
             timeout: request_timeout,
             quota: config.quota_backend_bytes(),
             tracker,
         }));
-        let route = route_for_compat;
 
         for listener in listeners {
-            let mut stop = self.stop_serving.subscribe();
-            let mut published = published.clone();
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
             // etcd allows any number of concurrent streams per connection
             // (--max-concurrent-streams defaults to 2^32-1); Go clients
             // multiplex everything on one connection.
@@ -440,20 +433,14 @@ impl Node {
                 .add_service(GrpcCompat::new(election.clone(), route.clone()))
                 .add_service(GrpcCompat::new(cluster.clone(), route.clone()))
                 .add_service(GrpcCompat::new(maintenance.clone(), route.clone()));
-            self.servers.push(tokio::spawn(async move {
-                // Serve once this member has published itself, as etcd's
-                // members do; connections wait in the backlog until then.
-                tokio::select! {
-                    _ = published.wait_for(|p| *p) => {}
-                    _ = stop.wait_for(|stop| *stop) => return Ok(()),
-                }
-                router
-                    .serve_with_incoming_shutdown(incoming, async move {
-                        // An error means the node is gone: stop as well.
-                        let _ = stop.wait_for(|stop| *stop).await;
-                    })
-                    .await
-            }));
+            // Clients are served once this member has published itself,
+            // as etcd's members are.
+            self.servers.push(serve(
+                router,
+                listener,
+                published.clone(),
+                self.stop_serving.subscribe(),
+            ));
         }
         Ok(())
     }
@@ -579,6 +566,29 @@ impl Node {
             "member stopped"
         );
     }
+}
+
+/// Serves `router` on `listener` from the moment `ready` is true until the
+/// node stops; connections wait in the backlog until then.
+fn serve(
+    router: Router,
+    listener: TcpListener,
+    mut ready: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<std::result::Result<(), tonic::transport::Error>> {
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = ready.wait_for(|r| *r) => {}
+            _ = stop.wait_for(|stop| *stop) => return Ok(()),
+        }
+        router
+            .serve_with_incoming_shutdown(incoming, async move {
+                // An error means the node is gone: stop as well.
+                let _ = stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    })
 }
 
 /// Binds every client URL before anything else is touched, so a port in use

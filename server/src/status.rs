@@ -227,7 +227,7 @@ fn forward(e: &ForwardError) -> Status {
         // Never delivered: nothing happened, and a retry is safe.
         ForwardError::Peer(p) if p.undelivered() => Status::unavailable(LEADER_CHANGED),
         // Maybe delivered: the outcome is unknown, as after a timeout.
-        ForwardError::Peer(_) => Status::unavailable(TIMEOUT),
+        ForwardError::Peer(_) | ForwardError::Behind => Status::unavailable(TIMEOUT),
         ForwardError::Mismatch => Status::internal(format!("etcdserver: internal error: {e}")),
     }
 }

@@ -373,30 +373,35 @@ impl Membership {
         delta: i64,
         subject: Option<NodeId>,
     ) -> Result<Quorum, ClusterError> {
-        let voters = members.iter().filter(|m| !m.learner).count();
-        if voters == 1 && delta > 0 {
+        let voters: BTreeSet<NodeId> = members
+            .iter()
+            .filter(|m| !m.learner)
+            .map(|m| m.id)
+            .collect();
+        if voters.len() == 1 && delta > 0 {
             return Ok(Quorum::Lone);
         }
         if !self.strict {
             return Ok(Quorum::Kept);
         }
-        let voters: Vec<NodeId> = members
+        // The voters after the change; a member being added has not
+        // started yet, so only its count matters.
+        let mut after = voters;
+        match subject {
+            Some(id) if delta > 0 => {
+                after.insert(id);
+            }
+            Some(id) => {
+                after.remove(&id);
+            }
+            None => {}
+        }
+        let size = after.len() as i64 + i64::from(subject.is_none() && delta > 0);
+        let started = after
             .iter()
-            .filter(|m| !m.learner)
-            .map(|m| m.id)
-            .collect();
-        let started = voters
-            .iter()
-            .filter(|id| Some(**id) != subject || delta > 0)
             .filter(|id| **id == self.ids.member_id || self.reached.recently(**id))
             .count() as i64;
-        // A promoted learner is running: it counts as started.
-        let started = match subject {
-            Some(id) if delta > 0 && self.reached.recently(id) => started + 1,
-            _ => started,
-        };
-        let after = voters.len() as i64 + delta;
-        if after < 1 || started < after / 2 + 1 {
+        if size < 1 || started < size / 2 + 1 {
             return Err(ClusterError::NotEnoughStarted);
         }
         Ok(Quorum::Kept)

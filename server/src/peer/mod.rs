@@ -223,6 +223,11 @@ impl Peers {
         self.cluster_id
     }
 
+    /// This member's id.
+    pub(crate) fn me(&self) -> NodeId {
+        self.me
+    }
+
     /// Sends `request` to the leader `id` and returns its answer.
     pub(crate) async fn forward(
         &self,
@@ -323,6 +328,9 @@ pub(crate) enum ForwardError {
     /// The leader answered with something else than was asked for.
     #[error("the leader answered a forwarded request with another kind of answer")]
     Mismatch,
+    /// This member did not apply the leader's entry within the timeout.
+    #[error("local apply stayed behind the leader")]
+    Behind,
 }
 
 /// Routes requests that need the leader: tells whether this member leads,
@@ -389,11 +397,6 @@ impl Route {
             .applied_index_at_least(Some(index), "forwarded request")
             .await
             .map(|_| ())
-            .map_err(|_| {
-                ForwardError::Peer(PeerError::Failed {
-                    id: self.me,
-                    status: tonic::Status::deadline_exceeded("local apply is behind the leader"),
-                })
-            })
+            .map_err(|_| ForwardError::Behind)
     }
 }

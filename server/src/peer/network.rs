@@ -170,7 +170,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         let mut client = self.client().map_err(streaming)?;
         let data = snapshot.snapshot.into_inner();
         let header = encode(&(vote, snapshot.meta.clone()));
-        let (cluster_id, from) = (self.peers.cluster_id(), self.peers.envelope(&()).from);
+        let (cluster_id, from) = (self.peers.cluster_id(), self.peers.me());
         let mut chunks: Vec<SnapshotChunk> = data
             .chunks(SNAPSHOT_CHUNK_BYTES)
             .map(|slice| SnapshotChunk {
