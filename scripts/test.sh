@@ -30,6 +30,8 @@ command -v protoc >/dev/null || missing+=(protobuf-compiler)
 command -v python3 >/dev/null || missing+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 command -v unzip >/dev/null || missing+=(unzip)
+# nft: the cluster tests cut members apart with nftables rules.
+[[ -x /usr/sbin/nft ]] || missing+=(nftables)
 if ((${#missing[@]} > 0)); then
     step "installing ${missing[*]}"
     sudo=""

@@ -44,7 +44,9 @@ const MAX_ELECTION_TIMEOUT_MS: u64 = 50_000;
     name = "cairn",
     version,
     about = "An etcd-v3-compatible, Raft-replicated key-value store.",
-    long_about = None
+    long_about = None,
+    // As with etcd's flags, a flag given twice takes its last value.
+    args_override_self = true
 )]
 pub struct Config {
     /// Human-readable name for this member.
@@ -60,6 +62,7 @@ pub struct Config {
         long,
         env = "ETCD_LISTEN_CLIENT_URLS",
         value_delimiter = ',',
+        action = clap::ArgAction::Set,
         default_value = "http://127.0.0.1:2379"
     )]
     pub listen_client_urls: Vec<Url>,
@@ -69,6 +72,7 @@ pub struct Config {
         long,
         env = "ETCD_ADVERTISE_CLIENT_URLS",
         value_delimiter = ',',
+        action = clap::ArgAction::Set,
         default_value = "http://127.0.0.1:2379"
     )]
     pub advertise_client_urls: Vec<Url>,
@@ -78,6 +82,7 @@ pub struct Config {
         long,
         env = "ETCD_LISTEN_PEER_URLS",
         value_delimiter = ',',
+        action = clap::ArgAction::Set,
         default_value = "http://127.0.0.1:2380"
     )]
     pub listen_peer_urls: Vec<Url>,
@@ -87,6 +92,7 @@ pub struct Config {
         long,
         env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
         value_delimiter = ',',
+        action = clap::ArgAction::Set,
         default_value = "http://127.0.0.1:2380"
     )]
     pub initial_advertise_peer_urls: Vec<Url>,
@@ -685,6 +691,26 @@ mod tests {
         ] {
             assert!(parse(args).is_err(), "{args:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn a_repeated_flag_takes_its_last_value() {
+        let c = parse(&[
+            "--initial-cluster-token",
+            "a",
+            "--listen-client-urls",
+            "http://127.0.0.1:1,http://127.0.0.1:2",
+            "--initial-cluster-token",
+            "b",
+            "--listen-client-urls",
+            "http://127.0.0.1:3",
+        ])
+        .expect("parses");
+        assert_eq!(c.initial_cluster_token, "b");
+        assert_eq!(
+            c.listen_client_urls,
+            vec![Url::new(Scheme::Http, "127.0.0.1", 3)]
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::server::{Router, TcpIncoming};
 use tonic::transport::Server;
 
-use crate::cluster::{ClusterService, Membership, Reached, Steward, StewardConfig};
+use crate::cluster::{ClusterService, Connected, Membership, Steward, StewardConfig};
 use crate::compactor;
 use crate::concurrency::{self, ElectionService, LockService};
 use crate::config::{ClusterState, Config, Scheme, Url};
@@ -158,13 +158,18 @@ impl Node {
         }
 
         let heartbeat = Duration::from_millis(config.heartbeat_interval);
-        let peers = Arc::new(Peers::new(ids.cluster_id, ids.member_id, heartbeat));
-        let reached = Arc::new(Reached::default());
+        let source = peer_addrs
+            .first()
+            .map(|addr| addr.ip())
+            .filter(|ip| !ip.is_unspecified());
+        let peers =
+            Arc::new(Peers::new(ids.cluster_id, ids.member_id, heartbeat).leaving_from(source));
+        let connected = Arc::new(Connected::default());
         let (tracker, released) = tracked::tracker();
         let raft = Raft::new(
             ids.member_id,
             Arc::new(raft_config(&config)?),
-            Network::new(peers.clone(), reached.clone(), heartbeat),
+            Network::new(peers.clone(), connected.clone(), heartbeat),
             log_store,
             TrackedStateMachine::new(state_machine, tracker.clone()),
         )
@@ -188,7 +193,7 @@ impl Node {
         };
         // From here on the storage is open: on failure, close it again.
         let started = async {
-            let core = node.serve_peers(&config, peer_listeners, peers, reached)?;
+            let core = node.serve_peers(&config, peer_listeners, peers, connected)?;
             node.join(&config, fresh).await?;
             node.serve_clients(&config, listeners, tracker, core)
         };
@@ -207,14 +212,17 @@ impl Node {
         config: &Config,
         listeners: Vec<TcpListener>,
         peers: Arc<Peers>,
-        reached: Arc<Reached>,
+        connected: Arc<Connected>,
     ) -> Result<Core> {
         let election_timeout = Duration::from_millis(config.election_timeout);
         let request_timeout = BASE_REQUEST_TIMEOUT + 2 * election_timeout;
+        let contact = Arc::new(Contact::default());
         let route = Route::new(
             self.raft.clone(),
             peers.clone(),
             self.ids.member_id,
+            contact.clone(),
+            election_timeout,
             request_timeout,
         );
         let max_request_bytes = usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX);
@@ -237,10 +245,9 @@ impl Node {
             route.clone(),
             self.ids,
             config.strict_reconfig_check,
-            reached,
+            connected,
             request_timeout,
         ));
-        let contact = Arc::new(Contact::default());
         let service = PeerService::new(
             self.raft.clone(),
             self.ids.cluster_id,

@@ -47,6 +47,7 @@ const STOPPED: &str = "etcdserver: server stopped";
 const LEADER_CHANGED: &str = "etcdserver: leader changed";
 const MEMBER_EXISTS: &str = "etcdserver: member ID already exist";
 const PEER_URL_EXISTS: &str = "etcdserver: Peer URLs already exists";
+const UNHEALTHY: &str = "etcdserver: unhealthy cluster";
 const NOT_ENOUGH_STARTED: &str =
     "etcdserver: re-configuration failed due to not enough started members";
 const BAD_URLS: &str = "etcdserver: given member URLs are invalid";
@@ -239,6 +240,7 @@ fn cluster(e: &ClusterError) -> Status {
         // etcd maps this one through its client-side error, so gRPC sends
         // it as Unknown.
         ClusterError::NotEnoughStarted => Status::unknown(NOT_ENOUGH_STARTED),
+        ClusterError::Unhealthy => Status::unavailable(UNHEALTHY),
         ClusterError::BadUrls => Status::invalid_argument(BAD_URLS),
         ClusterError::MemberNotFound => Status::not_found(MEMBER_NOT_FOUND),
         ClusterError::NotLearner => Status::failed_precondition(MEMBER_NOT_LEARNER),

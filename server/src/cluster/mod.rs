@@ -36,8 +36,8 @@ const MAX_LEARNERS: usize = 1;
 /// A learner may be promoted once it has this share of the leader's log
 /// (etcd's `readyPercent`).
 const READY_PERCENT: f64 = 0.9;
-/// A member counts as started when the leader reached it this recently
-/// (etcd's `HealthInterval`).
+/// `--strict-reconfig-check` wants the voters connected to the leader for
+/// this long (etcd's `HealthInterval`).
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A membership change, as a follower forwards it to the leader.
@@ -97,6 +97,8 @@ pub(crate) enum ClusterError {
     PeerUrlExists,
     #[error("re-configuration failed due to not enough started members")]
     NotEnoughStarted,
+    #[error("unhealthy cluster")]
+    Unhealthy,
     #[error("given member URLs are invalid")]
     BadUrls,
     #[error("member not found")]
@@ -117,7 +119,7 @@ pub(crate) enum ClusterError {
     Raft(String),
 }
 
-/// What a change of the voters leaves.
+/// What adding a voter leaves.
 #[derive(Debug, PartialEq, Eq)]
 enum Quorum {
     /// The started voters still make a quorum.
@@ -127,22 +129,36 @@ enum Quorum {
     Lone,
 }
 
-/// When the leader last reached each member, as the peer transport saw it.
+/// Since when the leader's replication to each member has gone through
+/// without a transport error (etcd's `ActiveSince`), as the peer transport
+/// saw it.
 #[derive(Debug, Default)]
-pub(crate) struct Reached {
-    at: Mutex<BTreeMap<NodeId, Instant>>,
+pub(crate) struct Connected {
+    since: Mutex<BTreeMap<NodeId, Instant>>,
 }
 
-impl Reached {
-    pub(crate) fn record(&self, id: NodeId) {
-        self.at.lock().insert(id, Instant::now());
+impl Connected {
+    /// A call to `id` went through.
+    pub(crate) fn up(&self, id: NodeId) {
+        self.since.lock().entry(id).or_insert_with(Instant::now);
     }
 
-    fn recently(&self, id: NodeId) -> bool {
-        self.at
+    /// A call to `id` failed in the transport.
+    pub(crate) fn down(&self, id: NodeId) {
+        self.since.lock().remove(&id);
+    }
+
+    /// Whether `id` is connected now.
+    fn now(&self, id: NodeId) -> bool {
+        self.since.lock().contains_key(&id)
+    }
+
+    /// Whether `id` has been connected for [`HEALTH_INTERVAL`].
+    fn healthy(&self, id: NodeId) -> bool {
+        self.since
             .lock()
             .get(&id)
-            .is_some_and(|t| t.elapsed() < HEALTH_INTERVAL)
+            .is_some_and(|t| t.elapsed() >= HEALTH_INTERVAL)
     }
 }
 
@@ -152,7 +168,7 @@ pub(crate) struct Membership {
     route: Route,
     ids: MemberIds,
     strict: bool,
-    reached: Arc<Reached>,
+    connected: Arc<Connected>,
     timeout: Duration,
     promote_later: Mutex<BTreeSet<NodeId>>,
 }
@@ -178,7 +194,7 @@ impl Membership {
         route: Route,
         ids: MemberIds,
         strict: bool,
-        reached: Arc<Reached>,
+        connected: Arc<Connected>,
         timeout: Duration,
     ) -> Self {
         Membership {
@@ -186,7 +202,7 @@ impl Membership {
             route,
             ids,
             strict,
-            reached,
+            connected,
             timeout,
             promote_later: Mutex::new(BTreeSet::new()),
         }
@@ -250,7 +266,7 @@ impl Membership {
                         return Err(ClusterError::TooManyLearners.into());
                     }
                     (id, ChangeMembers::AddNodes(BTreeMap::from([(id, member)])))
-                } else if self.check_quorum(&members, 1, None)? == Quorum::Lone {
+                } else if self.may_add_voter(&members)? == Quorum::Lone {
                     // openraft's joint consensus would need the new voter
                     // to commit its own addition, and it is not running
                     // yet: add it as a learner and promote it once it has
@@ -266,7 +282,7 @@ impl Membership {
                 if target.learner {
                     (id, ChangeMembers::RemoveNodes(BTreeSet::from([id])))
                 } else {
-                    self.check_quorum(&members, -1, Some(id))?;
+                    self.may_remove_voter(&members, id)?;
                     (id, ChangeMembers::RemoveVoters(BTreeSet::from([id])))
                 }
             }
@@ -293,7 +309,7 @@ impl Membership {
                 if !self.caught_up(id) {
                     return Err(ClusterError::LearnerNotReady.into());
                 }
-                self.check_quorum(&members, 1, Some(id))?;
+                self.may_promote(&members)?;
                 (id, ChangeMembers::AddVoterIds(BTreeSet::from([id])))
             }
             MemberChange::Publish {
@@ -364,48 +380,75 @@ impl Membership {
         ready
     }
 
-    /// `--strict-reconfig-check`: refuses a change of the voter count by
-    /// `delta` (the voter `subject` added, promoted or removed) unless the
-    /// started voters would still make a quorum.
-    fn check_quorum(
-        &self,
-        members: &[Listed],
-        delta: i64,
-        subject: Option<NodeId>,
-    ) -> Result<Quorum, ClusterError> {
-        let voters: BTreeSet<NodeId> = members
-            .iter()
-            .filter(|m| !m.learner)
-            .map(|m| m.id)
-            .collect();
-        if voters.len() == 1 && delta > 0 {
+    /// `--strict-reconfig-check` for MemberAdd of a voter, as etcd checks
+    /// it: the published voters must make a quorum of the voters after the
+    /// change, and every voter must have been connected to this leader for
+    /// [`HEALTH_INTERVAL`].
+    fn may_add_voter(&self, members: &[Listed]) -> Result<Quorum, ClusterError> {
+        let voters: Vec<&Listed> = members.iter().filter(|m| !m.learner).collect();
+        if voters.len() == 1 {
             return Ok(Quorum::Lone);
         }
         if !self.strict {
             return Ok(Quorum::Kept);
         }
-        // The voters after the change; a member being added has not
-        // started yet, so only its count matters.
-        let mut after = voters;
-        match subject {
-            Some(id) if delta > 0 => {
-                after.insert(id);
-            }
-            Some(id) => {
-                after.remove(&id);
-            }
-            None => {}
-        }
-        let size = after.len() as i64 + i64::from(subject.is_none() && delta > 0);
-        let started = after
-            .iter()
-            .filter(|id| **id == self.ids.member_id || self.reached.recently(**id))
-            .count() as i64;
-        if size < 1 || started < size / 2 + 1 {
+        if self.started(&voters) < quorum(voters.len() + 1) {
             return Err(ClusterError::NotEnoughStarted);
+        }
+        if !voters.iter().all(|m| self.healthy(m.id)) {
+            return Err(ClusterError::Unhealthy);
         }
         Ok(Quorum::Kept)
     }
+
+    /// `--strict-reconfig-check` for MemberRemove of voter `id`: the
+    /// published voters left must make a quorum of those left; and unless
+    /// `id` is down already, the voters connected for [`HEALTH_INTERVAL`],
+    /// less `id`, must too.
+    fn may_remove_voter(&self, members: &[Listed], id: NodeId) -> Result<(), ClusterError> {
+        if !self.strict {
+            return Ok(());
+        }
+        let voters: Vec<&Listed> = members.iter().filter(|m| !m.learner).collect();
+        let left: Vec<&Listed> = voters.iter().copied().filter(|m| m.id != id).collect();
+        if self.started(&left) < quorum(left.len()) {
+            return Err(ClusterError::NotEnoughStarted);
+        }
+        if id != self.ids.member_id && !self.connected.now(id) {
+            return Ok(());
+        }
+        let healthy = voters.iter().filter(|m| self.healthy(m.id)).count();
+        if healthy.saturating_sub(1) < quorum(left.len()) {
+            return Err(ClusterError::Unhealthy);
+        }
+        Ok(())
+    }
+
+    /// `--strict-reconfig-check` for MemberPromote: the published voters
+    /// and the learner must make a quorum of the voters after.
+    fn may_promote(&self, members: &[Listed]) -> Result<(), ClusterError> {
+        let voters: Vec<&Listed> = members.iter().filter(|m| !m.learner).collect();
+        if self.strict && self.started(&voters) + 1 < quorum(voters.len() + 1) {
+            return Err(ClusterError::NotEnoughStarted);
+        }
+        Ok(())
+    }
+
+    /// How many of `members` have started: published their name.
+    fn started(&self, members: &[&Listed]) -> usize {
+        members.iter().filter(|m| !m.member.name.is_empty()).count()
+    }
+
+    /// This member, or one it has been connected to for
+    /// [`HEALTH_INTERVAL`].
+    fn healthy(&self, id: NodeId) -> bool {
+        id == self.ids.member_id || self.connected.healthy(id)
+    }
+}
+
+/// The majority of `n` voters.
+fn quorum(n: usize) -> usize {
+    n / 2 + 1
 }
 
 /// Peer URLs from a request: at least one, each a URL etcd accepts.

@@ -15,6 +15,7 @@ mod network;
 mod service;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -159,6 +160,8 @@ pub(crate) struct Peers {
     cluster_id: u64,
     me: NodeId,
     heartbeat: Duration,
+    /// The local address calls leave from; see [`Peers::leaving_from`].
+    source: Option<IpAddr>,
     connections: Mutex<HashMap<NodeId, (String, PeerClient<Channel>)>>,
 }
 
@@ -170,8 +173,19 @@ impl Peers {
             cluster_id,
             me,
             heartbeat,
+            source: None,
             connections: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Calls leave from `source`, the address the peer listener is bound
+    /// to (none when it listens on every address), so that a member's
+    /// peer traffic carries its own address both ways and a firewall rule
+    /// can name the member by address alone (the fault-injection tests on
+    /// 127.0.0.x do).
+    pub(crate) fn leaving_from(mut self, source: Option<IpAddr>) -> Self {
+        self.source = source;
+        self
     }
 
     /// The connection to member `id`, reached at the first of `peer_urls`.
@@ -199,6 +213,7 @@ impl Peers {
                     .max(Duration::from_millis(500)),
             )
             .tcp_nodelay(true)
+            .local_address(self.source)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
@@ -340,25 +355,41 @@ pub(crate) struct Route {
     raft: Raft,
     peers: Arc<Peers>,
     me: NodeId,
+    /// When a leader was last heard from.
+    contact: Arc<Contact>,
+    election_timeout: Duration,
     timeout: Duration,
 }
 
 impl Route {
-    pub(crate) fn new(raft: Raft, peers: Arc<Peers>, me: NodeId, timeout: Duration) -> Self {
+    /// `timeout` bounds a forwarded request.
+    pub(crate) fn new(
+        raft: Raft,
+        peers: Arc<Peers>,
+        me: NodeId,
+        contact: Arc<Contact>,
+        election_timeout: Duration,
+        timeout: Duration,
+    ) -> Self {
         Route {
             raft,
             peers,
             me,
+            contact,
+            election_timeout,
             timeout,
         }
     }
 
-    /// Where the leader is, by this member's latest knowledge.
+    /// Where the leader is, by this member's latest knowledge. A leader
+    /// not heard from for an election timeout is no leader, as in etcd,
+    /// whose followers forget the leader when they start an election.
     pub(crate) fn target(&self) -> Target {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
         match metrics.current_leader {
             Some(id) if id == self.me => Target::Here,
+            Some(_) if !self.contact.recent(self.election_timeout) => Target::Nobody,
             Some(id) => match metrics.membership_config.membership().get_node(&id) {
                 Some(member) => Target::There(id, member.clone()),
                 None => Target::Nobody,

@@ -27,7 +27,7 @@ use openraft::{Snapshot, Vote};
 use tonic::transport::Channel;
 
 use super::{classify, decode, encode, PeerError, Peers};
-use crate::cluster::Reached;
+use crate::cluster::Connected;
 
 /// Slices of a snapshot on the wire.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
@@ -36,15 +36,15 @@ const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub(crate) struct Network {
     peers: Arc<Peers>,
-    reached: Arc<Reached>,
+    connected: Arc<Connected>,
     heartbeat: Duration,
 }
 
 impl Network {
-    pub(crate) fn new(peers: Arc<Peers>, reached: Arc<Reached>, heartbeat: Duration) -> Self {
+    pub(crate) fn new(peers: Arc<Peers>, connected: Arc<Connected>, heartbeat: Duration) -> Self {
         Network {
             peers,
-            reached,
+            connected,
             heartbeat,
         }
     }
@@ -56,7 +56,7 @@ pub(crate) struct PeerConnection {
     target: NodeId,
     node: Member,
     peers: Arc<Peers>,
-    reached: Arc<Reached>,
+    connected: Arc<Connected>,
     heartbeat: Duration,
 }
 
@@ -68,7 +68,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             node: node.clone(),
             peers: self.peers.clone(),
-            reached: self.reached.clone(),
+            connected: self.connected.clone(),
             heartbeat: self.heartbeat,
         }
     }
@@ -124,8 +124,10 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
                 c.append_entries(r).await
             })
             .await;
-        if response.is_ok() {
-            self.reached.record(self.target);
+        // Any answer, even a refusal, means the connection works.
+        match &response {
+            Ok(_) | Err(RPCError::RemoteError(_)) => self.connected.up(self.target),
+            Err(_) => self.connected.down(self.target),
         }
         response
     }

@@ -1,6 +1,6 @@
 //! Multi-member scenarios on real processes: formation, leader failure,
 //! learners, membership changes under load, a cold restart, removal, and
-//! etcdctl's member commands.
+//! etcdctl's member commands; and in [`guards`], what keeps a cluster safe.
 //!
 //! Each scenario is one `async fn(Flavor)`, run on etcd 3.4 (the reference)
 //! by `<name>_on_etcd` and on `cairn` by `<name>_on_cairn`.
@@ -44,6 +44,9 @@ macro_rules! on_both {
         }
     };
 }
+
+// After the macro, which it uses.
+mod guards;
 
 on_both!(formation_3, formation_3_on_etcd, formation_3_on_cairn);
 on_both!(formation_5, formation_5_on_etcd, formation_5_on_cairn);

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
+use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn_proto::etcdserverpb::{
     Member as MemberInfo, MemberAddRequest, MemberListRequest, MemberPromoteRequest,
@@ -186,6 +187,11 @@ impl Member {
         self.addr.peer_url()
     }
 
+    /// The member's own address, 127.0.0.x.
+    pub fn ip(&self) -> Ipv4Addr {
+        self.addr.ip
+    }
+
     /// A lazily connecting channel to [`Member::endpoint`] whose calls time
     /// out after 5 s.
     pub fn channel(&self) -> Channel {
@@ -199,6 +205,11 @@ impl Member {
     /// A KV client for this member.
     pub fn kv(&self) -> KvClient<Channel> {
         KvClient::new(self.channel())
+    }
+
+    /// A Lease client for this member.
+    pub fn lease(&self) -> LeaseClient<Channel> {
+        LeaseClient::new(self.channel())
     }
 
     /// A Cluster (membership) client for this member.
@@ -441,6 +452,20 @@ impl Cluster {
     pub async fn restart_with(&mut self, i: usize, extra: &[&str]) {
         self.members[i].runner.add_args(extra);
         self.restart(i).await;
+    }
+
+    /// Starts member `i` again with `extra` flags added for this and later
+    /// starts, without waiting for it to answer.
+    pub fn spawn_with(&mut self, i: usize, extra: &[&str]) {
+        self.members[i].runner.add_args(extra);
+        self.members[i].runner.spawn();
+    }
+
+    /// Deletes the data dir of member `i`, which must not be running.
+    pub fn wipe(&mut self, i: usize) {
+        assert!(!self.members[i].runner.is_spawned(), "kill it first");
+        let data = self.dir.path().join(self.members[i].name());
+        std::fs::remove_dir_all(&data).unwrap_or_else(|e| panic!("remove {data:?}: {e}"));
     }
 
     /// Marks member `i` as gone for good (its data dir is abandoned), so

@@ -16,6 +16,7 @@
 //! - [`cluster`] runs N members of either flavour as one cluster, each on
 //!   its own 127.0.0.x address, and changes its membership; [`writer`] is a
 //!   client that writes through it, failing over between members.
+//! - [`partition`] cuts members apart with nftables.
 //!
 //! Missing etcd binaries fail the test with a pointer to `scripts/test.sh`,
 //! which installs them: a compatibility test that skips itself cannot fail.
@@ -23,6 +24,7 @@
 pub mod cluster;
 pub mod diff;
 mod etcdctl;
+pub mod partition;
 mod process;
 pub mod recorder;
 pub mod watch_diff;
