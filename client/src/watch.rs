@@ -592,12 +592,13 @@ impl Task {
                 return;
             }
             by_server.insert(response.watch_id, id);
-            let next = *watch.next.get_or_insert(header.revision.next());
+            // A watch "from now" starts after the revision current at its
+            // creation; one with a start revision, there.
+            let start = *watch.next.get_or_insert(match watch.request.start_revision {
+                r if r > 0 => Revision::new(r),
+                _ => header.revision.next(),
+            });
             if let Some(created) = watch.created.take() {
-                let start = match watch.request.start_revision {
-                    0 => next,
-                    r => Revision::new(r),
-                };
                 let _ = created.send(Ok(start));
             }
             return;
