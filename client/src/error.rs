@@ -340,16 +340,21 @@ impl Error {
     ///   Cairn also when openraft refused a proposal or there was no leader
     ///   to forward to, each before anything was proposed;
     /// - "too many requests", "not capable": checked before proposing;
-    /// - "rpc not supported for learner": the learner interceptor.
+    /// - "rpc not supported for learner": the learner interceptor;
+    /// - "leader changed": etcd sends it only for reads and lease lookups
+    ///   (`ErrLeaderChanged`), never after proposing a write; Cairn sends it
+    ///   when a follower could not deliver a request to the leader, or when
+    ///   openraft refused a membership change because leadership moved.
     ///
-    /// "Request timed out", "leader changed" and "server stopped" are not on
-    /// this list: etcd sends them after proposing.
+    /// "Request timed out" and "server stopped" are not on this list: etcd
+    /// sends them after proposing.
     pub(crate) fn refused_before_processing(&self) -> bool {
         match self {
             Error::NoLeader | Error::TooManyRequests | Error::NotSupportedForLearner => true,
-            Error::ServerUnavailable { status } => {
-                status.message() == "etcdserver: not capable"
-            }
+            Error::ServerUnavailable { status } => matches!(
+                status.message(),
+                "etcdserver: not capable" | "etcdserver: leader changed"
+            ),
             _ => false,
         }
     }
@@ -493,13 +498,13 @@ mod tests {
             Status::resource_exhausted("etcdserver: too many requests"),
             Status::unavailable("etcdserver: rpc not supported for learner"),
             Status::unavailable("etcdserver: not capable"),
+            Status::unavailable("etcdserver: leader changed"),
         ];
         for status in safe {
             assert!(Error::from_status(status).refused_before_processing());
         }
         let unsafe_ = [
             Status::unavailable("etcdserver: request timed out"),
-            Status::unavailable("etcdserver: leader changed"),
             Status::unavailable("etcdserver: server stopped"),
             Status::unavailable("error trying to connect"),
             Status::cancelled("timeout expired"),

@@ -58,8 +58,8 @@
 //! - **Writes** (Put, Delete, Txn that writes, Compact, lease and member
 //!   changes) are sent again only when the attempt provably never reached a
 //!   server: the connection could not be made, HTTP/2 refused the stream,
-//!   or the member refused it before processing ("no leader", "too many
-//!   requests", a learner).
+//!   or the member refused it before processing ("no leader", "leader
+//!   changed", "too many requests", a learner).
 //! - **A Txn is never retried blindly** (etcd #18424): one that writes is a
 //!   write.
 //! - **An unknown outcome is its own error**, [`Error::Ambiguous`]: the

@@ -15,8 +15,8 @@
 //! | the attempt failed with | [`Policy::Read`] | [`Policy::Write`] |
 //! |---|---|---|
 //! | connect error (the request never left this process) | retry | retry |
-//! | a refusal made before processing ("no leader", "too many requests", learner) | retry | retry |
-//! | any other Unavailable (timeout, leader changed, connection lost mid-call) | retry | [`Error::Ambiguous`] |
+//! | a refusal made before processing ("no leader", "leader changed", "too many requests", learner) | retry | retry |
+//! | any other Unavailable (timeout, server stopped, connection lost mid-call) | retry | [`Error::Ambiguous`] |
 //! | the deadline passed while the call was in flight | [`Error::Timeout`] | [`Error::Ambiguous`] |
 //! | an etcd error (compacted, lease not found, …) | returned | returned |
 //!
@@ -385,7 +385,7 @@ mod tests {
     fn write_outcomes() {
         let ambiguous = [
             Status::unavailable("etcdserver: request timed out"),
-            Status::unavailable("etcdserver: leader changed"),
+            Status::unavailable("etcdserver: server stopped"),
             Status::unavailable("connection reset"),
             Status::unknown("h2 protocol error"),
             Status::cancelled("operation was canceled"),

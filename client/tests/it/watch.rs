@@ -176,7 +176,12 @@ async fn write_until(client: Client, stop: Arc<AtomicBool>) -> Writes {
             Ok(r) => {
                 writes.acked.insert(key, r.header.revision);
             }
-            Err(Error::Ambiguous { .. }) => writes.ambiguous += 1,
+            Err(Error::Ambiguous { status }) => {
+                if writes.ambiguous < 3 {
+                    eprintln!("writer: {key}: ambiguous: {status:?}");
+                }
+                writes.ambiguous += 1
+            }
             // Nothing was applied (e.g. no leader until the deadline).
             Err(error) => eprintln!("writer: {key}: {error}"),
         }
@@ -184,22 +189,27 @@ async fn write_until(client: Client, stop: Arc<AtomicBool>) -> Writes {
     writes
 }
 
-/// The member serving a watch stream dies mid-watch: the watch moves to
-/// another member and resumes from its last revision + 1. Every revision
-/// the cluster committed under the prefix is delivered exactly once, in
-/// order, with no gap.
+/// Reads the watch until it delivered revision `revision`.
+async fn watch_until(watcher: &mut Watcher, seen: &mut Vec<cairn_client::Event>, revision: i64) {
+    while seen.last().map_or(0, |e| e.revision().get()) < revision {
+        seen.extend(next(watcher).await.expect("watch").events);
+    }
+}
+
+/// The member serving a watch stream dies mid-watch, twice: first a
+/// follower while the leader goes on committing (so a resume from anywhere
+/// but the last revision + 1 shows as a gap or a duplicate), then the
+/// leader (a leader change). Each time the watch moves to the other
+/// endpoint it has and resumes. Every revision committed under the prefix
+/// is delivered exactly once, in order, with no gap.
 async fn resumes_across_leader_kill(flavor: Flavor) {
     let mut cluster = Cluster::start(flavor, 3).await;
     let leader = cluster.leader().await;
-    // The leader first: the watch client's first request (the watch
-    // stream) goes to the first endpoint.
-    let mut endpoints = cluster.endpoints();
-    endpoints.swap(0, leader);
-    let options = ConnectOptions::default().with_keep_alive(
-        Duration::from_secs(1),
-        Duration::from_secs(1),
-    );
-    let watch_client = Client::connect(&endpoints, options)
+    let follower = (leader + 1) % 3;
+    // The watch client knows two members, the follower first: its first
+    // request (the watch stream) goes to the first endpoint.
+    let endpoints = [cluster.endpoint(follower), cluster.endpoint(leader)];
+    let watch_client = Client::connect(&endpoints, ConnectOptions::default())
         .await
         .expect("connect");
     let mut watcher = watch_client
@@ -213,15 +223,18 @@ async fn resumes_across_leader_kill(flavor: Flavor) {
     let writer = tokio::spawn(write_until(writer_client.clone(), Arc::clone(&stop)));
 
     let mut seen: Vec<cairn_client::Event> = Vec::new();
-    while seen.len() < 50 {
-        seen.extend(next(&mut watcher).await.expect("watch").events);
-    }
+    watch_until(&mut watcher, &mut seen, start.get() + 30).await;
+    cluster.kill(follower).await;
+    let follower_killed_at = seen.last().expect("events").revision().get();
+    // The watch is on the leader now; bring the follower back for quorum.
+    watch_until(&mut watcher, &mut seen, follower_killed_at + 30).await;
+    cluster.restart(follower).await;
+    cluster.leader().await;
+    watch_until(&mut watcher, &mut seen, follower_killed_at + 60).await;
     cluster.kill(leader).await;
-    let killed_at = seen.last().expect("events").revision();
-    // Keep watching until the new leader has taken 50 more writes.
-    while seen.last().expect("events").revision().get() < killed_at.get() + 50 {
-        seen.extend(next(&mut watcher).await.expect("watch after the kill").events);
-    }
+    let leader_killed_at = seen.last().expect("events").revision().get();
+    // The watch is back on the follower; a new leader takes writes.
+    watch_until(&mut watcher, &mut seen, leader_killed_at + 30).await;
     stop.store(true, Ordering::Relaxed);
     let writes = writer.await.expect("writer");
 
@@ -231,9 +244,7 @@ async fn resumes_across_leader_kill(flavor: Flavor) {
         .await
         .expect("final read");
     let last = truth.kvs.iter().map(|kv| kv.mod_revision).max().expect("keys");
-    while seen.last().expect("events").revision() < last {
-        seen.extend(next(&mut watcher).await.expect("watch").events);
-    }
+    watch_until(&mut watcher, &mut seen, last.get()).await;
 
     let revisions: Vec<i64> = seen.iter().map(|e| e.revision().get()).collect();
     assert_eq!(revisions[0], start.get(), "the first write is the first event");
@@ -241,7 +252,7 @@ async fn resumes_across_leader_kill(flavor: Flavor) {
         assert_eq!(
             pair[1],
             pair[0] + 1,
-            "revisions are contiguous: no gap, no duplicate (killed at {killed_at})"
+            "revisions are contiguous: no gap, no duplicate (kills at {follower_killed_at} and {leader_killed_at})"
         );
     }
     let watched: BTreeMap<Vec<u8>, Revision> = seen
@@ -262,7 +273,7 @@ async fn resumes_across_leader_kill(flavor: Flavor) {
         );
     }
     eprintln!(
-        "{flavor:?}: {} events, {} acknowledged writes, {} ambiguous, leader killed at revision {killed_at}",
+        "{flavor:?}: {} events, {} acknowledged writes, {} ambiguous, kills at revisions {follower_killed_at} and {leader_killed_at}",
         seen.len(),
         writes.acked.len(),
         writes.ambiguous
