@@ -175,9 +175,13 @@ impl Client {
         let get = get.into();
         let require_leader = !get.is_serializable();
         let response = self
-            .unary(Policy::Read, require_leader, None, get.request, |ch, req| async move {
-                kv(ch).range(req).await
-            })
+            .unary(
+                Policy::Read,
+                require_leader,
+                None,
+                get.request,
+                |ch, req| async move { kv(ch).range(req).await },
+            )
             .await?;
         Ok(GetResponse::from_pb(response))
     }
@@ -191,9 +195,13 @@ impl Client {
     /// [`Error::NoSpace`], and etcd's other errors.
     pub async fn put(&self, put: Put) -> Result<PutResponse> {
         let response = self
-            .unary(Policy::Write, true, None, put.request, |ch, req| async move {
-                kv(ch).put(req).await
-            })
+            .unary(
+                Policy::Write,
+                true,
+                None,
+                put.request,
+                |ch, req| async move { kv(ch).put(req).await },
+            )
             .await?;
         Ok(PutResponse::from_pb(response))
     }
@@ -207,9 +215,13 @@ impl Client {
     pub async fn delete(&self, delete: impl Into<Delete>) -> Result<DeleteResponse> {
         let delete = delete.into();
         let response = self
-            .unary(Policy::Write, true, None, delete.request, |ch, req| async move {
-                kv(ch).delete_range(req).await
-            })
+            .unary(
+                Policy::Write,
+                true,
+                None,
+                delete.request,
+                |ch, req| async move { kv(ch).delete_range(req).await },
+            )
             .await?;
         Ok(DeleteResponse::from_pb(response))
     }
@@ -231,9 +243,13 @@ impl Client {
         };
         let require_leader = !txn.is_serializable();
         let response = self
-            .unary(policy, require_leader, None, txn.request, |ch, req| async move {
-                kv(ch).txn(req).await
-            })
+            .unary(
+                policy,
+                require_leader,
+                None,
+                txn.request,
+                |ch, req| async move { kv(ch).txn(req).await },
+            )
             .await?;
         Ok(TxnResponse::from_pb(response))
     }

@@ -340,9 +340,13 @@ impl Maintenance<'_> {
     async fn alarm(&self, request: pb::AlarmRequest, policy: Policy) -> Result<Vec<Alarm>> {
         let r = self
             .client
-            .unary(policy, true, self.pinned.as_ref(), request, |ch, req| async move {
-                maintenance(ch).alarm(req).await
-            })
+            .unary(
+                policy,
+                true,
+                self.pinned.as_ref(),
+                request,
+                |ch, req| async move { maintenance(ch).alarm(req).await },
+            )
             .await?;
         Ok(r.alarms
             .into_iter()
@@ -419,9 +423,13 @@ impl Maintenance<'_> {
         };
         let r = self
             .client
-            .unary(Policy::Read, false, self.pinned.as_ref(), request, |ch, req| async move {
-                maintenance(ch).hash_kv(req).await
-            })
+            .unary(
+                Policy::Read,
+                false,
+                self.pinned.as_ref(),
+                request,
+                |ch, req| async move { maintenance(ch).hash_kv(req).await },
+            )
             .await?;
         Ok(HashKv {
             header: ResponseHeader::from_pb(r.header),
@@ -443,9 +451,13 @@ impl Maintenance<'_> {
         };
         let r = self
             .client
-            .unary(Policy::Write, false, self.pinned.as_ref(), request, |ch, req| async move {
-                maintenance(ch).move_leader(req).await
-            })
+            .unary(
+                Policy::Write,
+                false,
+                self.pinned.as_ref(),
+                request,
+                |ch, req| async move { maintenance(ch).move_leader(req).await },
+            )
             .await?;
         Ok(ResponseHeader::from_pb(r.header))
     }

@@ -303,9 +303,7 @@ impl Error {
                 FailedPrecondition | Unknown,
                 "etcdserver: re-configuration failed due to not enough started members",
             ) => Error::NotEnoughStartedMembers,
-            (FailedPrecondition, "etcdserver: bad leader transferee") => {
-                Error::BadLeaderTransferee
-            }
+            (FailedPrecondition, "etcdserver: bad leader transferee") => Error::BadLeaderTransferee,
             (DataLoss, "etcdserver: corrupt cluster") => Error::Corrupt,
             (PermissionDenied, "etcdserver: permission denied") => Error::PermissionDenied,
             (Unauthenticated, "etcdserver: invalid auth token") => Error::InvalidAuthToken,
@@ -487,7 +485,10 @@ mod tests {
         ];
         for (code, message, is_expected) in cases {
             let error = Error::from_status(Status::new(code, message));
-            assert!(is_expected(&error), "{code:?} {message:?} parsed as {error:?}");
+            assert!(
+                is_expected(&error),
+                "{code:?} {message:?} parsed as {error:?}"
+            );
         }
     }
 

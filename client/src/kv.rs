@@ -519,7 +519,12 @@ mod tests {
         let r = &get.request;
         assert_eq!(
             (r.limit, r.revision, r.sort_target, r.sort_order),
-            (5, 9, PbSortTarget::Value as i32, PbSortOrder::Descend as i32)
+            (
+                5,
+                9,
+                PbSortTarget::Value as i32,
+                PbSortOrder::Descend as i32
+            )
         );
         assert!(r.serializable && r.keys_only && r.count_only);
         assert_eq!(

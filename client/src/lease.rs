@@ -334,7 +334,15 @@ async fn renew_once(
             Ok(Ok(response)) => {
                 let mut responses = response.into_inner();
                 match tokio::time::timeout_at(deadline, responses.message()).await {
-                    Ok(Ok(Some(r))) => return Some((KeepAliveStream { requests, responses }, r.ttl)),
+                    Ok(Ok(Some(r))) => {
+                        return Some((
+                            KeepAliveStream {
+                                requests,
+                                responses,
+                            },
+                            r.ttl,
+                        ))
+                    }
                     Ok(Ok(None) | Err(_)) => {}
                     Err(_) => return None,
                 }
@@ -401,7 +409,9 @@ impl Keeper {
                     let _ = self.state.send(KeepAliveState::Alive { ttl });
                 }
                 None => {
-                    let _ = self.state.send(KeepAliveState::Lost(LeaseLost::Unreachable));
+                    let _ = self
+                        .state
+                        .send(KeepAliveState::Lost(LeaseLost::Unreachable));
                     return;
                 }
             }

@@ -16,7 +16,7 @@
 //! |---|---|---|
 //! | connect error (the request never left this process) | retry | retry |
 //! | a refusal made before processing ("no leader", "leader changed", "too many requests", learner) | retry | retry |
-//! | any other Unavailable (timeout, server stopped, connection lost mid-call) | retry | [`Error::Ambiguous`] |
+//! | any other Unavailable, or a transport failure after sending (timeout, server stopped, connection lost mid-call) | retry | [`Error::Ambiguous`] |
 //! | the deadline passed while the call was in flight | [`Error::Timeout`] | [`Error::Ambiguous`] |
 //! | an etcd error (compacted, lease not found, …) | returned | returned |
 //!
@@ -70,17 +70,26 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     fn is_healthy(&self, now: Instant) -> bool {
-        let until = self.unhealthy_until.lock().unwrap_or_else(|p| p.into_inner());
+        let until = self
+            .unhealthy_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         until.is_none_or(|t| t <= now)
     }
 
     pub(crate) fn mark_unhealthy(&self, backoff: Duration) {
-        let mut until = self.unhealthy_until.lock().unwrap_or_else(|p| p.into_inner());
+        let mut until = self
+            .unhealthy_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         *until = Some(Instant::now() + backoff);
     }
 
     fn mark_healthy(&self) {
-        let mut until = self.unhealthy_until.lock().unwrap_or_else(|p| p.into_inner());
+        let mut until = self
+            .unhealthy_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         *until = None;
     }
 }
@@ -210,33 +219,36 @@ impl Pool {
                 req.metadata_mut()
                     .insert(REQUIRE_LEADER_KEY, MetadataValue::from_static("true"));
             }
-            let status = match tokio::time::timeout(remaining, call(endpoint.channel.clone(), req))
-                .await
-            {
-                Ok(Ok(response)) => {
-                    endpoint.mark_healthy();
-                    return Ok(response.into_inner());
-                }
-                Ok(Err(status)) => status,
-                Err(_) => {
-                    return Err(match spec.policy {
-                        Policy::Read => Error::Timeout(spec.timeout),
-                        Policy::Write => Error::Ambiguous {
-                            status: Status::deadline_exceeded(format!(
-                                "cairn-client: no answer within the request timeout of {:?}",
-                                spec.timeout
-                            )),
-                        },
-                    });
-                }
-            };
+            let status =
+                match tokio::time::timeout(remaining, call(endpoint.channel.clone(), req)).await {
+                    Ok(Ok(response)) => {
+                        endpoint.mark_healthy();
+                        return Ok(response.into_inner());
+                    }
+                    Ok(Err(status)) => status,
+                    Err(_) => {
+                        return Err(match spec.policy {
+                            Policy::Read => Error::Timeout(spec.timeout),
+                            Policy::Write => Error::Ambiguous {
+                                status: Status::deadline_exceeded(format!(
+                                    "cairn-client: no answer within the request timeout of {:?}",
+                                    spec.timeout
+                                )),
+                            },
+                        });
+                    }
+                };
             let not_sent = never_sent(&status);
+            // A status with a source was made here from a transport error
+            // (a broken connection, a reset stream); the server's own
+            // statuses have none.
+            let local = std::error::Error::source(&status).is_some();
             let error = Error::from_status(status);
             if not_sent || error.refused_before_processing() {
                 endpoint.mark_unhealthy(self.options.unhealthy_backoff);
             }
             let retry = match spec.policy {
-                Policy::Read => not_sent || error.is_transient(),
+                Policy::Read => not_sent || local || error.is_transient(),
                 Policy::Write => not_sent || error.refused_before_processing(),
             };
             if !retry {
@@ -292,9 +304,9 @@ fn maybe_applied(error: &Error) -> bool {
 
 fn into_status(error: Error) -> Status {
     match error {
-        Error::ServerUnavailable { status } | Error::Unavailable { status } | Error::Rpc(status) => {
-            status
-        }
+        Error::ServerUnavailable { status }
+        | Error::Unavailable { status }
+        | Error::Rpc(status) => status,
         other => Status::unknown(other.to_string()),
     }
 }
@@ -368,7 +380,10 @@ mod tests {
 
     #[test]
     fn endpoints_normalize() {
-        assert_eq!(normalize("127.0.0.1:2379").ok().as_deref(), Some("http://127.0.0.1:2379"));
+        assert_eq!(
+            normalize("127.0.0.1:2379").ok().as_deref(),
+            Some("http://127.0.0.1:2379")
+        );
         assert_eq!(
             normalize("http://localhost:2379/").ok().as_deref(),
             Some("http://localhost:2379")
@@ -391,7 +406,10 @@ mod tests {
             Status::cancelled("operation was canceled"),
         ];
         for status in ambiguous {
-            assert!(maybe_applied(&Error::from_status(status.clone())), "{status:?}");
+            assert!(
+                maybe_applied(&Error::from_status(status.clone())),
+                "{status:?}"
+            );
         }
         let definite = [
             Status::out_of_range("etcdserver: mvcc: required revision has been compacted"),
@@ -399,7 +417,10 @@ mod tests {
             Status::not_found("etcdserver: requested lease not found"),
         ];
         for status in definite {
-            assert!(!maybe_applied(&Error::from_status(status.clone())), "{status:?}");
+            assert!(
+                !maybe_applied(&Error::from_status(status.clone())),
+                "{status:?}"
+            );
         }
     }
 

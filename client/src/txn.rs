@@ -63,7 +63,12 @@ pub struct Compare {
 }
 
 impl Compare {
-    fn new(key: impl Into<Vec<u8>>, op: CompareOp, target: CompareTarget, value: TargetUnion) -> Self {
+    fn new(
+        key: impl Into<Vec<u8>>,
+        op: CompareOp,
+        target: CompareTarget,
+        value: TargetUnion,
+    ) -> Self {
         Self {
             compare: pb::Compare {
                 result: op.wire(),
@@ -77,7 +82,12 @@ impl Compare {
 
     /// The key's version.
     pub fn version(key: impl Into<Vec<u8>>, op: CompareOp, version: i64) -> Self {
-        Self::new(key, op, CompareTarget::Version, TargetUnion::Version(version))
+        Self::new(
+            key,
+            op,
+            CompareTarget::Version,
+            TargetUnion::Version(version),
+        )
     }
 
     /// The key's create revision.
@@ -102,7 +112,12 @@ impl Compare {
 
     /// The key's value.
     pub fn value(key: impl Into<Vec<u8>>, op: CompareOp, value: impl Into<Vec<u8>>) -> Self {
-        Self::new(key, op, CompareTarget::Value, TargetUnion::Value(value.into()))
+        Self::new(
+            key,
+            op,
+            CompareTarget::Value,
+            TargetUnion::Value(value.into()),
+        )
     }
 
     /// The key's lease (`None`: no lease).

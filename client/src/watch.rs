@@ -555,9 +555,7 @@ impl Task {
             }
             Command::Progress => {
                 let _ = requests.unbounded_send(pb::WatchRequest {
-                    request_union: Some(RequestUnion::ProgressRequest(
-                        pb::WatchProgressRequest {},
-                    )),
+                    request_union: Some(RequestUnion::ProgressRequest(pb::WatchProgressRequest {})),
                 });
             }
         }
@@ -574,7 +572,10 @@ impl Task {
         let header = ResponseHeader::from_pb(response.header);
         if response.created {
             let Some(id) = pending.pop_front() else {
-                tracing::warn!(watch_id = response.watch_id, "a Created reply nobody waits for");
+                tracing::warn!(
+                    watch_id = response.watch_id,
+                    "a Created reply nobody waits for"
+                );
                 return;
             };
             let refused = response.canceled || response.watch_id == -1;
@@ -594,10 +595,12 @@ impl Task {
             by_server.insert(response.watch_id, id);
             // A watch "from now" starts after the revision current at its
             // creation; one with a start revision, there.
-            let start = *watch.next.get_or_insert(match watch.request.start_revision {
-                r if r > 0 => Revision::new(r),
-                _ => header.revision.next(),
-            });
+            let start = *watch
+                .next
+                .get_or_insert(match watch.request.start_revision {
+                    r if r > 0 => Revision::new(r),
+                    _ => header.revision.next(),
+                });
             if let Some(created) = watch.created.take() {
                 let _ = created.send(Ok(start));
             }

@@ -7,10 +7,7 @@ use cairn_client::{Client, ConnectOptions, Error};
 
 use crate::support::{Cluster, Flavor};
 
-crate::both_flavors!(
-    members_discovery_status_and_move_leader,
-    maintenance_calls,
-);
+crate::both_flavors!(members_discovery_status_and_move_leader, maintenance_calls,);
 
 /// Retries `call` while the cluster refuses membership changes for now.
 async fn retry_unhealthy<T, F, Fut>(mut call: F) -> cairn_client::Result<T>
@@ -81,7 +78,10 @@ async fn members_discovery_status_and_move_leader(flavor: Flavor) {
         .expect("endpoint")
         .move_leader(cluster.member_id(leader))
         .await;
-    assert!(matches!(not_leader, Err(Error::NotLeader)), "{not_leader:?}");
+    assert!(
+        matches!(not_leader, Err(Error::NotLeader)),
+        "{not_leader:?}"
+    );
 
     // A learner that never starts: added, updated, refused promotion,
     // removed.
@@ -101,7 +101,10 @@ async fn members_discovery_status_and_move_leader(flavor: Flavor) {
         .expect("the learner is listed");
     assert_eq!(learner.peer_urls, ["http://127.0.0.40:2"]);
     let promote = client.member_promote(added.member.id).await;
-    assert!(matches!(promote, Err(Error::LearnerNotReady)), "{promote:?}");
+    assert!(
+        matches!(promote, Err(Error::LearnerNotReady)),
+        "{promote:?}"
+    );
     let removed = retry_unhealthy(|| client.member_remove(added.member.id))
         .await
         .expect("member remove");

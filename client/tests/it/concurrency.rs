@@ -37,7 +37,10 @@ async fn lock_waits_for_its_turn(flavor: Flavor) {
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!waiter.is_finished(), "the second lock waits while the first is held");
+    assert!(
+        !waiter.is_finished(),
+        "the second lock waits while the first is held"
+    );
 
     client.unlock(&held).await.expect("unlock");
     let (lock, second, lease) = tokio::time::timeout(WAIT, waiter)
@@ -51,7 +54,10 @@ async fn lock_waits_for_its_turn(flavor: Flavor) {
     // Dropping a session revokes its lease, which releases its lock.
     drop(second);
     wait_until_gone(&client, &second_key).await;
-    assert_eq!(client.lease_time_to_live(lease, false).await.expect("ttl"), None);
+    assert_eq!(
+        client.lease_time_to_live(lease, false).await.expect("ttl"),
+        None
+    );
     first.close().await.expect("close");
 }
 
@@ -67,7 +73,11 @@ async fn election_and_observe(flavor: Flavor) {
         .await
         .expect("campaign");
     assert_eq!(leader.lease, alice.lease_id());
-    let current = client.leader("election").await.expect("leader").expect("a leader");
+    let current = client
+        .leader("election")
+        .await
+        .expect("leader")
+        .expect("a leader");
     assert_eq!(current.value, b"alice");
 
     let observed = client.observe("election").await.expect("observe");

@@ -11,6 +11,7 @@ crate::both_flavors!(
     unsent_writes_fail_over_exactly_once,
     nothing_reachable_is_unavailable_not_ambiguous,
     quorum_loss_refuses_writes_with_no_leader,
+    lost_answers_are_ambiguous_and_never_resent,
 );
 
 /// A client URL nothing listens on: a port bound a moment ago, released.
@@ -96,7 +97,10 @@ async fn quorum_loss_refuses_writes_with_no_leader(flavor: Flavor) {
             // outcome is unknown to the client, never a false "not applied".
             assert!(matches!(put, Err(Error::Ambiguous { .. })), "{put:?}");
             assert!(
-                matches!(get, Err(Error::Timeout(_) | Error::ServerUnavailable { .. })),
+                matches!(
+                    get,
+                    Err(Error::Timeout(_) | Error::ServerUnavailable { .. })
+                ),
                 "{get:?}"
             );
         }
@@ -120,4 +124,47 @@ async fn wait_for_no_leader(client: &Client, limit: Duration) -> bool {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// A txn reaches the server, which applies it, and the answer is lost with
+/// the connection. The client must not send it again to its other
+/// endpoint (etcd #18424): the outcome is [`Error::Ambiguous`], and the
+/// txn is applied exactly once. A read through the same failure is simply
+/// retried.
+async fn lost_answers_are_ambiguous_and_never_resent(flavor: Flavor) {
+    let cluster = Cluster::start(flavor, 1).await;
+    let proxy = crate::support::Proxy::start(&cluster.endpoint(0)).await;
+    let client = Client::connect(
+        [proxy.url().to_owned(), cluster.endpoint(0)],
+        ConnectOptions::default().with_request_timeout(Duration::from_secs(3)),
+    )
+    .await
+    .expect("connect");
+    // Round-robin: these go to the proxy, then direct, so the proxied
+    // connection is up and the next request goes through it.
+    client.get("warm-up").await.expect("get");
+    client.get("warm-up").await.expect("get");
+    proxy.swallow_responses();
+    let cutter = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        proxy.cut();
+        proxy
+    });
+    let txn = cairn_client::Txn::new()
+        .when([cairn_client::Compare::version(
+            "t",
+            cairn_client::CompareOp::Equal,
+            0,
+        )])
+        .and_then([Put::new("t", "once").into()])
+        .or_else([Put::new("t", "twice").into()]);
+    let outcome = client.txn(txn).await;
+    assert!(
+        matches!(outcome, Err(Error::Ambiguous { .. })),
+        "{outcome:?}"
+    );
+    let _proxy = cutter.await.expect("cutter");
+    let stored = client.get("t").await.expect("get");
+    assert_eq!(stored.kvs[0].value, b"once", "applied, and exactly once");
+    assert_eq!(stored.kvs[0].version, 1);
 }

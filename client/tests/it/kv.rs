@@ -36,7 +36,12 @@ async fn get_builders_and_revisions(flavor: Flavor) {
     assert_eq!(one.kvs.len(), 1);
     let kv = &one.kvs[0];
     assert_eq!(
-        (kv.value.as_slice(), kv.create_revision, kv.mod_revision, kv.version),
+        (
+            kv.value.as_slice(),
+            kv.create_revision,
+            kv.mod_revision,
+            kv.version
+        ),
         (&b"x2"[..], Revision::new(2), Revision::new(6), 2)
     );
     assert_eq!(one.header.revision, Revision::new(6));
@@ -50,8 +55,14 @@ async fn get_builders_and_revisions(flavor: Flavor) {
     let all = client.get(Get::all()).await.expect("all");
     assert_eq!(all.count, 4);
 
-    let limited = client.get(Get::prefix("a/").with_limit(2)).await.expect("limit");
-    assert_eq!((limited.kvs.len(), limited.more, limited.count), (2, true, 3));
+    let limited = client
+        .get(Get::prefix("a/").with_limit(2))
+        .await
+        .expect("limit");
+    assert_eq!(
+        (limited.kvs.len(), limited.more, limited.count),
+        (2, true, 3)
+    );
 
     let sorted = client
         .get(Get::prefix("a/").with_sort(SortTarget::ModRevision, SortOrder::Descend))
@@ -158,7 +169,10 @@ async fn txn_compare_then_else_nested(flavor: Flavor) {
     let [TxnOpResponse::Put(_), TxnOpResponse::Get(read)] = &won.responses[..] else {
         panic!("then branch answers: {:?}", won.responses);
     };
-    assert_eq!(read.kvs[0].value, b"me", "ops see earlier writes of the txn");
+    assert_eq!(
+        read.kvs[0].value, b"me",
+        "ops see earlier writes of the txn"
+    );
 
     let lost = client
         .txn(
@@ -198,8 +212,7 @@ async fn txn_compare_then_else_nested(flavor: Flavor) {
     let inner_value = client.get("n/inner").await.expect("get");
     assert_eq!(inner_value.kvs[0].value, b"else");
     assert_eq!(
-        inner_value.kvs[0].mod_revision,
-        nested.header.revision,
+        inner_value.kvs[0].mod_revision, nested.header.revision,
         "one txn, one revision"
     );
 
@@ -220,7 +233,10 @@ async fn etcd_errors_are_parsed(flavor: Flavor) {
             .expect("put");
     }
     // Revisions 2..=6. Compact at 4.
-    client.compact(Revision::new(4), true).await.expect("compact");
+    client
+        .compact(Revision::new(4), true)
+        .await
+        .expect("compact");
     let compacted = client
         .get(Get::one("e/0").with_revision(Revision::new(3)))
         .await;
@@ -238,7 +254,10 @@ async fn etcd_errors_are_parsed(flavor: Flavor) {
     let no_lease = client
         .put(Put::new("k", "v").with_lease(cairn_client::LeaseId::new(0x1234)))
         .await;
-    assert!(matches!(no_lease, Err(Error::LeaseNotFound)), "{no_lease:?}");
+    assert!(
+        matches!(no_lease, Err(Error::LeaseNotFound)),
+        "{no_lease:?}"
+    );
     let empty = client.get("").await;
     assert!(matches!(empty, Err(Error::EmptyKey)), "{empty:?}");
 
@@ -248,9 +267,7 @@ async fn etcd_errors_are_parsed(flavor: Flavor) {
     let duplicate = Txn::new().and_then([Put::new("d", "1").into(), Put::new("d", "2").into()]);
     let r = client.txn(duplicate).await;
     assert!(matches!(r, Err(Error::DuplicateKey)), "{r:?}");
-    let missing = client
-        .put(Put::new("absent", "").with_ignore_value())
-        .await;
+    let missing = client.put(Put::new("absent", "").with_ignore_value()).await;
     assert!(matches!(missing, Err(Error::KeyNotFound)), "{missing:?}");
 }
 
@@ -263,7 +280,12 @@ async fn pages_share_one_revision(flavor: Flavor) {
             .await
             .expect("put");
     }
-    let start = client.get(Get::one("p/00")).await.expect("get").header.revision;
+    let start = client
+        .get(Get::one("p/00"))
+        .await
+        .expect("get")
+        .header
+        .revision;
     let pages = client.get_pages(Get::prefix("p/"), 7);
     let mut pages = std::pin::pin!(pages);
     let mut seen = Vec::new();
@@ -296,7 +318,12 @@ async fn pages_share_one_revision(flavor: Flavor) {
     let pages = client.get_pages(Get::prefix("p/"), 10);
     let mut pages = std::pin::pin!(pages);
     pages.try_next().await.expect("first page");
-    let now = client.put(Put::new("q", "v")).await.expect("put").header.revision;
+    let now = client
+        .put(Put::new("q", "v"))
+        .await
+        .expect("put")
+        .header
+        .revision;
     client.compact(now, true).await.expect("compact");
     let next = pages.try_next().await;
     assert!(matches!(next, Err(Error::Compacted { .. })), "{next:?}");

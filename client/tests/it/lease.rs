@@ -30,7 +30,10 @@ async fn grant_list_time_to_live_revoke(flavor: Flavor) {
     assert!(ttl.ttl > 0 && ttl.ttl <= 30, "{ttl:?}");
     assert_eq!(ttl.keys, [b"leased".to_vec()]);
     assert!(client.leases().await.expect("leases").contains(&lease.id));
-    assert_eq!(client.get("leased").await.expect("get").kvs[0].lease, Some(lease.id));
+    assert_eq!(
+        client.get("leased").await.expect("get").kvs[0].lease,
+        Some(lease.id)
+    );
     assert!(client.lease_keep_alive_once(lease.id).await.expect("renew") > 0);
 
     let chosen = client
@@ -43,7 +46,13 @@ async fn grant_list_time_to_live_revoke(flavor: Flavor) {
 
     client.lease_revoke(lease.id).await.expect("revoke");
     assert!(client.get("leased").await.expect("get").kvs.is_empty());
-    assert_eq!(client.lease_time_to_live(lease.id, false).await.expect("ttl"), None);
+    assert_eq!(
+        client
+            .lease_time_to_live(lease.id, false)
+            .await
+            .expect("ttl"),
+        None
+    );
     let again = client.lease_revoke(lease.id).await;
     assert!(matches!(again, Err(Error::LeaseNotFound)), "{again:?}");
     let renew = client.lease_keep_alive_once(lease.id).await;
@@ -78,14 +87,20 @@ async fn keep_alive_outlives_the_ttl_and_reports_loss(flavor: Flavor) {
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(client.get("kept").await.expect("get").kvs.len(), 1);
-    assert!(matches!(keep_alive.state(), KeepAliveState::Alive { ttl: 2 }));
+    assert!(matches!(
+        keep_alive.state(),
+        KeepAliveState::Alive { ttl: 2 }
+    ));
 
     client.lease_revoke(kept.id).await.expect("revoke");
     let lost = tokio::time::timeout(Duration::from_secs(5), keep_alive.lost())
         .await
         .expect("the loss is reported within a renewal interval");
     assert_eq!(lost, LeaseLost::NotFound);
-    assert_eq!(keep_alive.state(), KeepAliveState::Lost(LeaseLost::NotFound));
+    assert_eq!(
+        keep_alive.state(),
+        KeepAliveState::Lost(LeaseLost::NotFound)
+    );
 }
 
 /// The keep-alive moves to another member when the leader dies, and the

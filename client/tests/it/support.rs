@@ -132,9 +132,15 @@ impl Cluster {
                     config.initial_cluster_token = token;
                     Running::Cairn(Node::start(config).await.expect("cairn member starts"))
                 }
-                Flavor::Etcd => {
-                    Running::Etcd(spawn_etcd(&name, &data_dir, &client, &peer, &initial_cluster, &token, &log))
-                }
+                Flavor::Etcd => Running::Etcd(spawn_etcd(
+                    &name,
+                    &data_dir,
+                    &client,
+                    &peer,
+                    &initial_cluster,
+                    &token,
+                    &log,
+                )),
             }
         }
     }
@@ -209,7 +215,9 @@ impl Cluster {
 
     /// Member `i`'s ID (known once a leader was agreed on).
     pub fn member_id(&self, i: usize) -> MemberId {
-        self.members[i].id.expect("member ids are learned by leader()")
+        self.members[i]
+            .id
+            .expect("member ids are learned by leader()")
     }
 
     /// Stops member `i`: SIGKILL for etcd, shutdown for Cairn (which ends
@@ -239,7 +247,11 @@ impl Cluster {
             if let Ok(log) = std::fs::read_to_string(&path) {
                 let lines: Vec<&str> = log.lines().collect();
                 let tail = &lines[lines.len().saturating_sub(30)..];
-                out.push_str(&format!("--- {} ---\n{}\n", path.display(), tail.join("\n")));
+                out.push_str(&format!(
+                    "--- {} ---\n{}\n",
+                    path.display(),
+                    tail.join("\n")
+                ));
             }
         }
         out
@@ -295,8 +307,18 @@ fn spawn_etcd(
     command
         .args(["--name", name, "--data-dir"])
         .arg(data_dir)
-        .args(["--listen-client-urls", client, "--advertise-client-urls", client])
-        .args(["--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer])
+        .args([
+            "--listen-client-urls",
+            client,
+            "--advertise-client-urls",
+            client,
+        ])
+        .args([
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+        ])
         .args(["--initial-cluster", initial_cluster])
         .args(["--initial-cluster-token", token])
         .args(["--heartbeat-interval", "100", "--election-timeout", "1000"])
@@ -333,4 +355,81 @@ macro_rules! both_flavors {
             )*
         }
     };
+}
+
+/// A TCP proxy in front of one endpoint that can be told to swallow the
+/// server's bytes and then cut every connection: a request that reached
+/// the server, whose answer never comes back.
+pub struct Proxy {
+    url: String,
+    swallow: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Proxy {
+    /// Starts a proxy on 127.0.0.40 in front of `target` (`http://ip:port`).
+    pub async fn start(target: &str) -> Proxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::{TcpListener, TcpStream};
+
+        let target = target.trim_start_matches("http://").to_owned();
+        let listener = TcpListener::bind((Ipv4Addr::new(127, 0, 0, 40), 0))
+            .await
+            .expect("bind the proxy");
+        let url = format!("http://{}", listener.local_addr().expect("bound"));
+        let swallow = Arc::new(AtomicBool::new(false));
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        let swallowing = Arc::clone(&swallow);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let (mut client_rx, mut client_tx) = client.into_split();
+                let (mut server_rx, mut server_tx) = server.into_split();
+                let swallowing = Arc::clone(&swallowing);
+                let mut cut = cut_rx.clone();
+                tokio::spawn(async move {
+                    let upstream = tokio::io::copy(&mut client_rx, &mut server_tx);
+                    let downstream = async {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = server_rx.read(&mut buf).await?;
+                            if n == 0 {
+                                return Ok::<_, std::io::Error>(());
+                            }
+                            if !swallowing.load(Ordering::SeqCst) {
+                                client_tx.write_all(&buf[..n]).await?;
+                            }
+                        }
+                    };
+                    // Dropping both halves closes both connections.
+                    tokio::select! {
+                        _ = upstream => {}
+                        _ = downstream => {}
+                        _ = cut.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        Proxy { url, swallow, cut }
+    }
+
+    /// The proxy's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// From now on, the server's bytes are dropped.
+    pub fn swallow_responses(&self) {
+        self.swallow
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Closes every connection through the proxy.
+    pub fn cut(&self) {
+        let _ = self.cut.send(true);
+    }
 }

@@ -45,7 +45,10 @@ async fn events(watcher: &mut Watcher, n: usize) -> Vec<cairn_client::Event> {
 async fn events_options_and_progress(flavor: Flavor) {
     let cluster = Cluster::start(flavor, 1).await;
     let client = cluster.client().await;
-    let mut watcher = client.watch(WatchOptions::prefix("w/")).await.expect("watch");
+    let mut watcher = client
+        .watch(WatchOptions::prefix("w/"))
+        .await
+        .expect("watch");
     // An empty store is at revision 1; a watch from now starts after it.
     assert_eq!(watcher.start_revision(), Revision::new(2));
     let mut with_prev = client
@@ -102,7 +105,10 @@ async fn compaction_is_its_own_error(flavor: Flavor) {
             .await
             .expect("put");
     }
-    client.compact(Revision::new(5), true).await.expect("compact");
+    client
+        .compact(Revision::new(5), true)
+        .await
+        .expect("compact");
     let result = client
         .watch(WatchOptions::key("c").with_start_revision(Revision::new(3)))
         .await;
@@ -112,7 +118,9 @@ async fn compaction_is_its_own_error(flavor: Flavor) {
         Err(error) => error,
         Ok(mut watcher) => {
             let error = next(&mut watcher).await.expect_err("compacted");
-            let end = tokio::time::timeout(WAIT, watcher.next()).await.expect("ends");
+            let end = tokio::time::timeout(WAIT, watcher.next())
+                .await
+                .expect("ends");
             assert!(end.is_none(), "the watcher ends after the error: {end:?}");
             error
         }
@@ -243,11 +251,20 @@ async fn resumes_across_leader_kill(flavor: Flavor) {
         .get(Get::prefix("w/"))
         .await
         .expect("final read");
-    let last = truth.kvs.iter().map(|kv| kv.mod_revision).max().expect("keys");
+    let last = truth
+        .kvs
+        .iter()
+        .map(|kv| kv.mod_revision)
+        .max()
+        .expect("keys");
     watch_until(&mut watcher, &mut seen, last.get()).await;
 
     let revisions: Vec<i64> = seen.iter().map(|e| e.revision().get()).collect();
-    assert_eq!(revisions[0], start.get(), "the first write is the first event");
+    assert_eq!(
+        revisions[0],
+        start.get(),
+        "the first write is the first event"
+    );
     for pair in revisions.windows(2) {
         assert_eq!(
             pair[1],
