@@ -396,7 +396,8 @@ mod tests {
     #[test]
     fn etcd_errors_parse_by_code_and_message() {
         use Code::*;
-        let cases: Vec<(Code, &str, fn(&Error) -> bool)> = vec![
+        type Case = (Code, &'static str, fn(&Error) -> bool);
+        let cases: Vec<Case> = vec![
             (
                 OutOfRange,
                 "etcdserver: mvcc: required revision has been compacted",
