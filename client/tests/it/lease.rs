@@ -10,6 +10,7 @@ crate::both_flavors!(
     grant_list_time_to_live_revoke,
     keep_alive_outlives_the_ttl_and_reports_loss,
     keep_alive_survives_a_leader_kill,
+    unreachable_cluster_loses_the_lease,
 );
 
 async fn grant_list_time_to_live_revoke(flavor: Flavor) {
@@ -135,4 +136,25 @@ async fn keep_alive_survives_a_leader_kill(flavor: Flavor) {
         .expect("the lease lives");
     assert!(ttl.ttl > 0, "{ttl:?}");
     assert_eq!(client.get("session").await.expect("get").kvs.len(), 1);
+}
+
+/// With every member gone, the keep-alive reports the lease lost once its
+/// TTL (counted from the last renewal sent) has run out, not before.
+async fn unreachable_cluster_loses_the_lease(flavor: Flavor) {
+    let mut cluster = Cluster::start(flavor, 1).await;
+    let client = cluster.client().await;
+    let lease = client.lease_grant(2, None).await.expect("grant");
+    let mut keep_alive = client.lease_keep_alive(lease.id).await.expect("keep alive");
+    let killed = Instant::now();
+    cluster.kill(0).await;
+    let lost = tokio::time::timeout(Duration::from_secs(10), keep_alive.lost())
+        .await
+        .expect("the loss is reported");
+    assert_eq!(lost, LeaseLost::Unreachable);
+    // The last renewal went out at most TTL/3 before the kill.
+    assert!(
+        killed.elapsed() >= Duration::from_millis(1300),
+        "reported after {:?}, before the TTL could run out",
+        killed.elapsed()
+    );
 }
