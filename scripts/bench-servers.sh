@@ -1,30 +1,53 @@
 # Sourced by the compare-* scripts: starts cairn or etcd (Debian's 3.4) as a
-# one-member cluster on 127.0.0.1:23790 with a fresh data dir under $work.
-# After `start NAME`, $pid is the server's pid; the caller kills it.
-# `run SERVER NAME ARGS...` does one measured run: a fresh server, then the
-# load loop `$load` against it (with `--pid` when `$pass_pid` is set), as one
-# JSON line tagged with $round and NAME.
+# cluster of $nodes members (default 1) with fresh data dirs under $work.
+# One member listens on 127.0.0.1:23790 (peer port 23800); with more,
+# member i listens on 127.0.0.(21+i), same ports. Heartbeat and election
+# timeout are both servers' defaults; $server_flags (split on spaces) are
+# added to every member's flags.
+# After `start NAME`, $pids are the members' pids, $pid the first one's,
+# and $endpoints their client URLs, comma-separated.
+# `run SERVER NAME ARGS...` does one measured run: a fresh cluster, then
+# the load loop `$load` against it (with `--pid` when `$pass_pid` is set),
+# as one JSON line tagged with $round and NAME.
 
 command -v etcd >/dev/null || { echo "etcd missing: run scripts/test.sh first" >&2; exit 1; }
+nodes=${nodes:-1}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-start() { # name -> starts the server on 127.0.0.1:23790 in the background
-  rm -rf "$work/data"
-  local flags=(--name default --data-dir "$work/data"
-    --listen-client-urls http://127.0.0.1:23790 --advertise-client-urls http://127.0.0.1:23790
-    --listen-peer-urls http://127.0.0.1:23800 --initial-advertise-peer-urls http://127.0.0.1:23800
-    --initial-cluster default=http://127.0.0.1:23800)
-  case $1 in
-    cairn) target/release/cairn "${flags[@]}" --log-level error >"$work/log" 2>&1 & ;;
-    etcd) etcd "${flags[@]}" --log-level error >"$work/log" 2>&1 & ;;
-  esac
-  pid=$!
-  for _ in $(seq 100); do
-    ETCDCTL_API=3 etcdctl --endpoints http://127.0.0.1:23790 put /ready x >/dev/null 2>&1 && return
+host() { # member index -> its address
+  if ((nodes == 1)); then echo 127.0.0.1; else echo "127.0.0.$((21 + $1))"; fi
+}
+
+start() { # name -> starts the members in the background
+  local initial=() urls=() i
+  for ((i = 0; i < nodes; i++)); do
+    initial+=("m$i=http://$(host "$i"):23800")
+    urls+=("http://$(host "$i"):23790")
+  done
+  endpoints=$(IFS=,; echo "${urls[*]}")
+  pids=()
+  for ((i = 0; i < nodes; i++)); do
+    rm -rf "$work/m$i"
+    local h; h=$(host "$i")
+    local flags=(--name "m$i" --data-dir "$work/m$i"
+      --listen-client-urls "http://$h:23790" --advertise-client-urls "http://$h:23790"
+      --listen-peer-urls "http://$h:23800" --initial-advertise-peer-urls "http://$h:23800"
+      --initial-cluster "$(IFS=,; echo "${initial[*]}")" --log-level error)
+    local more; read -ra more <<<"${server_flags:-}"
+    flags+=("${more[@]}")
+    case $1 in
+      cairn) target/release/cairn "${flags[@]}" >"$work/m$i.log" 2>&1 & ;;
+      etcd) etcd "${flags[@]}" >"$work/m$i.log" 2>&1 & ;;
+    esac
+    pids+=($!)
+  done
+  pid=${pids[0]}
+  for _ in $(seq 200); do
+    ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1 && return
     sleep 0.1
   done
-  echo "$1 did not start:" >&2; cat "$work/log" >&2; exit 1
+  echo "$1 did not start:" >&2; cat "$work"/m*.log >&2; exit 1
 }
 
 run() { # server name loader-args...
@@ -32,8 +55,8 @@ run() { # server name loader-args...
   start "$server"
   local extra=()
   if [[ -n ${pass_pid:-} ]]; then extra=(--pid "$pid"); fi
-  printf '{"server":"%s","round":%d,"run":"%s","result":' "$server" "$round" "$name"
-  "$load" --endpoint http://127.0.0.1:23790 "${extra[@]}" "$@" | tr -d '\n'
+  printf '{"server":"%s","nodes":%d,"round":%d,"run":"%s","result":' "$server" "$nodes" "$round" "$name"
+  "$load" --endpoint "$endpoints" "${extra[@]}" "$@" | tr -d '\n'
   echo "}"
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true
 }

@@ -1,5 +1,6 @@
-//! A small load loop for one etcd v3 endpoint: `clients` concurrent
-//! workers spread over `conns` connections each send `total / clients`
+//! A small load loop for etcd v3 endpoints: `clients` concurrent workers
+//! spread over `conns` connections (round-robin over the comma-separated
+//! `--endpoint`s) each send `total / clients`
 //! requests back to back, and the run prints throughput and latency
 //! percentiles as one JSON line.
 //!
@@ -15,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use etcd_client::GetOptions;
+use etcd_client::{GetOptions, Txn, TxnOp};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Op {
@@ -25,6 +26,9 @@ enum Op {
     Get,
     /// Serializable Range of one key.
     GetSerializable,
+    /// Put every key of the key space once, in Txns of `--txn-ops` puts
+    /// (`--total` is ignored).
+    Fill,
 }
 
 #[derive(Parser, Debug)]
@@ -43,6 +47,9 @@ struct Args {
     key_space: usize,
     #[arg(long, default_value_t = 256)]
     val_size: usize,
+    /// Puts per Txn for `--op fill` (etcd's `--max-txn-ops` is 128).
+    #[arg(long, default_value_t = 128)]
+    txn_ops: usize,
 }
 
 #[tokio::main]
@@ -56,6 +63,9 @@ async fn main() -> anyhow::Result<()> {
             c.put(format!("key{k:08}"), vec![b'v'; args.val_size], None)
                 .await?;
         }
+    }
+    if matches!(args.op, Op::Fill) {
+        return fill(&args, &conns).await;
     }
     let per = args.total / args.clients.max(1);
     let start = Instant::now();
@@ -81,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
                         .get(key, Some(GetOptions::new().with_serializable()))
                         .await
                         .map(|_| ())?,
+                    Op::Fill => unreachable!("fill runs on its own"),
                 }
                 lat.push(t.elapsed());
             }
@@ -105,6 +116,46 @@ async fn main() -> anyhow::Result<()> {
         lat.len() as f64 / elapsed,
         common::percentile(&lat, 0.50),
         common::percentile(&lat, 0.99)
+    );
+    Ok(())
+}
+
+/// Puts keys `key00000000`… of the key space, `txn_ops` to a Txn, from
+/// `clients` workers taking Txns in turn; prints keys per second.
+async fn fill(args: &Args, conns: &[etcd_client::Client]) -> anyhow::Result<()> {
+    let txns = args.key_space.div_ceil(args.txn_ops.max(1));
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..args.clients.max(1) {
+        let mut c = conns[w % conns.len()].clone();
+        let next = next.clone();
+        let (ops, key_space, val_size) = (args.txn_ops.max(1), args.key_space, args.val_size);
+        tasks.push(tokio::spawn(async move {
+            let value = vec![b'v'; val_size];
+            loop {
+                let t = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if t >= txns {
+                    return Ok::<_, etcd_client::Error>(());
+                }
+                let puts: Vec<TxnOp> = (t * ops..((t + 1) * ops).min(key_space))
+                    .map(|k| TxnOp::put(format!("key{k:08}"), value.clone(), None))
+                    .collect();
+                c.txn(Txn::new().and_then(puts)).await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await
+            .context("worker panicked")?
+            .context("a txn failed")?;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    println!(
+        "{{\"op\":\"Fill\",\"keys\":{},\"seconds\":{:.3},\"keys_per_s\":{:.0}}}",
+        args.key_space,
+        elapsed,
+        args.key_space as f64 / elapsed
     );
     Ok(())
 }

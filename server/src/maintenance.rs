@@ -158,7 +158,11 @@ impl Maintenance for MaintenanceService {
             header: self.header.at(self.store.revision()),
             version: ETCD_VERSION.to_owned(),
             db_size: size,
-            leader: metrics.current_leader.unwrap_or(0),
+            leader: match self.route.target() {
+                Target::Here => self.me,
+                Target::There(id, _) => id,
+                Target::Nobody => 0,
+            },
             raft_index: committed,
             raft_term: metrics.current_term,
             raft_applied_index: metrics.last_applied.map_or(0, |l| l.index),

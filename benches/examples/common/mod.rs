@@ -5,11 +5,17 @@ use std::time::Duration;
 use anyhow::Context;
 use etcd_client::Client;
 
-/// `conns` (at least one) separate connections to `endpoint`.
-pub async fn connect(endpoint: &str, conns: usize) -> anyhow::Result<Vec<Client>> {
+/// `conns` (at least one) separate connections, spread round-robin over
+/// `endpoints` (comma-separated), each to one endpoint only.
+pub async fn connect(endpoints: &str, conns: usize) -> anyhow::Result<Vec<Client>> {
+    let endpoints: Vec<&str> = endpoints.split(',').collect();
     let mut out = Vec::new();
-    for _ in 0..conns.max(1) {
-        out.push(Client::connect([endpoint], None).await.context("connect")?);
+    for i in 0..conns.max(1) {
+        let endpoint = endpoints[i % endpoints.len()];
+        let client = Client::connect([endpoint], None)
+            .await
+            .with_context(|| format!("connect to {endpoint}"))?;
+        out.push(client);
     }
     Ok(out)
 }

@@ -60,11 +60,10 @@ async fn nothing_reachable_is_unavailable_not_ambiguous(_flavor: Flavor) {
     assert!(matches!(get, Err(Error::Unavailable { .. })), "{get:?}");
 }
 
-/// Two of three members die, the leader survives. On etcd, once it knows it
-/// has no quorum, a write through it is refused with "no leader" (the
-/// client's `hasleader` metadata): not ambiguous, and not applied. On
-/// Cairn, which keeps its leader, the write is sent and cannot commit: the
-/// client reports it ambiguous, never as applied or as refused.
+/// Two of three members die, the leader survives. Once it knows it has no
+/// quorum (an election timeout without one: etcd's CheckQuorum), a write
+/// or a linearizable read through it is refused with "no leader" (the
+/// client's `hasleader` metadata): not ambiguous, and not applied.
 async fn quorum_loss_refuses_writes_with_no_leader(flavor: Flavor) {
     let mut cluster = Cluster::start(flavor, 3).await;
     let client = cluster.client().await;
@@ -79,32 +78,12 @@ async fn quorum_loss_refuses_writes_with_no_leader(flavor: Flavor) {
     )
     .await
     .expect("connect");
-    // etcd's leader steps down once it misses a quorum for an election
-    // timeout (CheckQuorum). Cairn's does not (see the crate report): it
-    // goes on naming itself leader, so `hasleader` does not refuse.
     let stepped_down = wait_for_no_leader(&lone, Duration::from_secs(5)).await;
+    assert!(stepped_down, "the leader steps down without a quorum");
     let put = lone.put(Put::new("k", "during")).await;
+    assert!(matches!(put, Err(Error::NoLeader)), "{put:?}");
     let get = lone.get("k").await;
-    match flavor {
-        Flavor::Etcd => {
-            assert!(stepped_down, "etcd's leader steps down without a quorum");
-            assert!(matches!(put, Err(Error::NoLeader)), "{put:?}");
-            assert!(matches!(get, Err(Error::NoLeader)), "{get:?}");
-        }
-        Flavor::Cairn => {
-            assert!(!stepped_down, "Cairn now steps down: make this case etcd's");
-            // The write reached a member that cannot commit it: its
-            // outcome is unknown to the client, never a false "not applied".
-            assert!(matches!(put, Err(Error::Ambiguous { .. })), "{put:?}");
-            assert!(
-                matches!(
-                    get,
-                    Err(Error::Timeout(_) | Error::ServerUnavailable { .. })
-                ),
-                "{get:?}"
-            );
-        }
-    }
+    assert!(matches!(get, Err(Error::NoLeader)), "{get:?}");
     // A serializable read needs no leader.
     let stale = lone
         .get(Get::one("k").with_serializable())

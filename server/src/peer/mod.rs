@@ -294,16 +294,18 @@ pub(crate) async fn fetch_members(
 
 /// Tells a connection failure (never delivered) from a failed call.
 fn classify(id: NodeId, status: tonic::Status) -> PeerError {
-    // tonic reports a refused or timed-out connect as Unavailable with the
-    // transport error as source; a peer's own Unavailable has a message of
-    // its own but no source.
-    let connect_failed =
-        status.code() == tonic::Code::Unavailable && std::error::Error::source(&status).is_some();
-    if connect_failed {
-        PeerError::Unreachable { id, status }
-    } else {
-        PeerError::Failed { id, status }
+    // Only a failed connect proves the call never left: tonic reports it
+    // with a `ConnectError` among the status's sources. Other transport
+    // failures (a reset or a keepalive timeout on an open connection) are
+    // Unavailable with a source too, but the call may have been delivered.
+    let mut source = std::error::Error::source(&status);
+    while let Some(error) = source {
+        if error.is::<tonic::ConnectError>() {
+            return PeerError::Unreachable { id, status };
+        }
+        source = error.source();
     }
+    PeerError::Failed { id, status }
 }
 
 pub(crate) fn encode<T: Serialize>(body: &T) -> Vec<u8> {
@@ -381,14 +383,26 @@ impl Route {
         }
     }
 
-    /// Where the leader is, by this member's latest knowledge. A leader
-    /// not heard from for an election timeout is no leader, as in etcd,
-    /// whose followers forget the leader when they start an election.
+    /// Where the leader is, by this member's latest knowledge. As in etcd,
+    /// a leader is none once it has gone an election timeout without a
+    /// quorum's acknowledgement (etcd's leader steps down: CheckQuorum), or
+    /// a follower without hearing from it (etcd's follower forgets it when
+    /// it starts an election).
     pub(crate) fn target(&self) -> Target {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
+        let election_timeout = u64::try_from(self.election_timeout.as_millis()).unwrap_or(u64::MAX);
         match metrics.current_leader {
-            Some(id) if id == self.me => Target::Here,
+            Some(id) if id == self.me => {
+                if metrics
+                    .millis_since_quorum_ack
+                    .is_some_and(|ms| ms >= election_timeout)
+                {
+                    Target::Nobody
+                } else {
+                    Target::Here
+                }
+            }
             Some(_) if !self.contact.recent(self.election_timeout) => Target::Nobody,
             Some(id) => match metrics.membership_config.membership().get_node(&id) {
                 Some(member) => Target::There(id, member.clone()),
