@@ -1,5 +1,6 @@
-# Sourced by the compare-* scripts: starts cairn or etcd (Debian's 3.4) as a
-# cluster of $nodes members (default 1) with fresh data dirs under $work.
+# Sourced by the compare-* scripts: starts cairn, etcd (Debian's 3.4) or
+# etcd35 (3.5, /opt/etcd-3.5) as a cluster of $nodes members (default 1)
+# with fresh data dirs under $work.
 # One member listens on 127.0.0.1:23790 (peer port 23800); with more,
 # member i listens on 127.0.0.(21+i), same ports. Heartbeat and election
 # timeout are both servers' defaults; $server_flags (split on spaces) are
@@ -10,7 +11,9 @@
 # the load loop `$load` against it (with `--pid` when `$pass_pid` is set),
 # as one JSON line tagged with $round and NAME.
 
-command -v etcd >/dev/null || { echo "etcd missing: run scripts/test.sh first" >&2; exit 1; }
+for bin in etcd /opt/etcd-3.5/etcd /opt/etcd-3.5/etcdctl; do
+  command -v "$bin" >/dev/null || { echo "$bin missing: run scripts/test.sh first" >&2; exit 1; }
+done
 nodes=${nodes:-1}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -39,15 +42,20 @@ start() { # name -> starts the members in the background
     case $1 in
       cairn) target/release/cairn "${flags[@]}" >"$work/m$i.log" 2>&1 & ;;
       etcd) etcd "${flags[@]}" >"$work/m$i.log" 2>&1 & ;;
+      etcd35) /opt/etcd-3.5/etcd "${flags[@]}" >"$work/m$i.log" 2>&1 & ;;
     esac
     pids+=($!)
   done
   pid=${pids[0]}
-  for _ in $(seq 200); do
-    ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1 && return
-    sleep 0.1
+  # Ready once every member answers a linearizable read.
+  local url
+  for url in "${urls[@]}"; do
+    for _ in $(seq 300); do
+      /opt/etcd-3.5/etcdctl --endpoints "$url" get /ready >/dev/null 2>&1 && continue 2
+      sleep 0.1
+    done
+    echo "$1 did not start ($url did not answer):" >&2; tail -n 20 "$work"/m*.log >&2; exit 1
   done
-  echo "$1 did not start:" >&2; cat "$work"/m*.log >&2; exit 1
 }
 
 run() { # server name loader-args...
@@ -56,7 +64,7 @@ run() { # server name loader-args...
   local extra=()
   if [[ -n ${pass_pid:-} ]]; then extra=(--pid "$pid"); fi
   printf '{"server":"%s","nodes":%d,"round":%d,"run":"%s","result":' "$server" "$nodes" "$round" "$name"
-  "$load" --endpoint "$endpoints" "${extra[@]}" "$@" | tr -d '\n'
+  "$load" --endpoints "$endpoints" "${extra[@]}" "$@" | tr -d '\n'
   echo "}"
   kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true
 }

@@ -17,8 +17,8 @@ servers=("${@:-cairn}")
 (($# > 0)) || servers=(cairn etcd)
 nodes=3
 source scripts/bench-servers.sh
-cargo build --release -q --bin cairn --example kvload -p cairn-server -p cairn-benches
-load=target/release/examples/kvload
+cargo build --release -q --bin cairn --bin cairn-bench -p cairn-server -p cairn-benches
+load=target/release/cairn-bench
 # etcdctl 3.5: 3.4 sends the URL as :authority, which cairn's HTTP/2 refuses
 # (docs/compatibility.md).
 ctl=/opt/etcd-3.5/etcdctl
@@ -27,7 +27,7 @@ for server in "${servers[@]}"; do
   server_flags="--snapshot-count 100"
   [[ $server == cairn ]] && server_flags+=" --experimental-snapshot-catchup-entries 100"
   start "$server"
-  fill=$("$load" --endpoint "$endpoints" --op fill --key-space "$keys" --val-size "$val_size" --clients 16 --conns 3)
+  fill=$("$load" --endpoints "$endpoints" --key-space-size "$keys" --val-size "$val_size" --clients 16 --conns 3 --json fill)
   new=127.0.0.24
   until $ctl --endpoints "$endpoints" member add m3 --peer-urls "http://$new:23800" >"$work/add" 2>&1; do
     grep -q "unhealthy cluster" "$work/add" || { cat "$work/add" >&2; exit 1; }
@@ -49,7 +49,7 @@ for server in "${servers[@]}"; do
   count=0
   until [[ $count == "$keys" ]]; do
     sleep 0.2
-    count=$($ctl --endpoints "http://$new:23790" get key --prefix --count-only \
+    count=$($ctl --endpoints "http://$new:23790" get b/ --prefix --count-only \
       --consistency s -w fields 2>/dev/null | sed -n 's/^"Count" : \([0-9]*\)$/\1/p') || true
   done
   ended=$(date +%s.%N)

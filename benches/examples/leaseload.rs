@@ -28,7 +28,7 @@ enum Op {
 
 #[derive(Parser, Debug)]
 struct Args {
-    #[arg(long, default_value = "http://127.0.0.1:2379")]
+    #[arg(long, alias = "endpoints", default_value = "http://127.0.0.1:2379")]
     endpoint: String,
     #[arg(long, value_enum, default_value = "cycles")]
     op: Op,

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 #[derive(Parser, Debug)]
 struct Args {
-    #[arg(long, default_value = "http://127.0.0.1:2379")]
+    #[arg(long, alias = "endpoints", default_value = "http://127.0.0.1:2379")]
     endpoint: String,
     #[arg(long, default_value_t = 200)]
     watchers: usize,

@@ -22,9 +22,5 @@ pub async fn connect(endpoints: &str, conns: usize) -> anyhow::Result<Vec<Client
 
 /// The `p` quantile of sorted latencies, in milliseconds (0 when empty).
 pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
+    cairn_benches::report::percentile(sorted, p).as_secs_f64() * 1000.0
 }
