@@ -115,7 +115,9 @@ pub fn lost_writes(history: &[Op], at_end: &Final) -> Vec<Anomaly> {
     }
     for (key, end) in at_end {
         if let Some((value, _)) = end {
-            let known = written.get(key.as_str()).is_some_and(|vs| vs.contains(value));
+            let known = written
+                .get(key.as_str())
+                .is_some_and(|vs| vs.contains(value));
             if !known {
                 anomalies.push(Anomaly::PhantomValue {
                     key: key.clone(),
@@ -155,16 +157,16 @@ pub fn revisions(history: &[Op]) -> Vec<Anomaly> {
     }
     // Real time: sweep invocations in order, keeping the highest revision
     // among the ops completed before each.
-    let mut completed: Vec<usize> = (0..history.len())
-        .filter(|&i| history[i].is_ok())
-        .collect();
+    let mut completed: Vec<usize> = (0..history.len()).filter(|&i| history[i].is_ok()).collect();
     completed.sort_by_key(|&i| history[i].complete);
     let mut next = 0;
     let mut highest: Option<(usize, i64)> = None;
     for &i in &order {
         while next < completed.len() && history[completed[next]].complete < history[i].invoke {
             let j = completed[next];
-            let r = history[j].revision().expect("invariant: ok ops have a revision");
+            let r = history[j]
+                .revision()
+                .expect("invariant: ok ops have a revision");
             if highest.is_none_or(|(_, h)| r > h) {
                 highest = Some((j, r));
             }

@@ -119,7 +119,10 @@ pub fn check(history: &[Op]) -> Report {
         let Some(entry) = entry(index, op) else {
             continue;
         };
-        let key = op.call.key().expect("invariant: register calls have one key");
+        let key = op
+            .call
+            .key()
+            .expect("invariant: register calls have one key");
         by_key.entry(key).or_default().push(entry);
     }
     let mut report = Report::default();
@@ -276,10 +279,16 @@ fn search(entries: &[Entry]) -> Verdict {
         } else {
             // A return whose op is not linearized yet: backtrack.
             if best.2 == NIL || stack.len() > best.0 {
-                let prefix: Vec<usize> = stack.iter().map(|&(n, _)| entries[nodes[n].op].index).collect();
+                let prefix: Vec<usize> = stack
+                    .iter()
+                    .map(|&(n, _)| entries[nodes[n].op].index)
+                    .collect();
                 let tail = prefix[prefix.len().saturating_sub(8)..].to_vec();
                 best = (stack.len(), tail, entries[node.op].index, vec![state]);
-            } else if stack.len() == best.0 && best.2 == entries[node.op].index && !best.3.contains(&state) {
+            } else if stack.len() == best.0
+                && best.2 == entries[node.op].index
+                && !best.3.contains(&state)
+            {
                 best.3.push(state);
             }
             let Some((call, before)) = stack.pop() else {
@@ -381,7 +390,11 @@ mod tests {
     fn cases() -> Vec<(&'static str, Vec<Op>, bool)> {
         vec![
             ("empty read", vec![read((0, 1), None)], true),
-            ("read of nothing written", vec![read((0, 1), Some(1))], false),
+            (
+                "read of nothing written",
+                vec![read((0, 1), Some(1))],
+                false,
+            ),
             (
                 "sequential write then read",
                 vec![write((0, 1), 1), read((2, 3), Some(1))],

@@ -11,7 +11,10 @@ use cairn_jepsen::run::{self, Family, Options, Workload};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cairn-jepsen", about = "Fault injection and consistency checks for Cairn")]
+#[command(
+    name = "cairn-jepsen",
+    about = "Fault injection and consistency checks for Cairn"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -43,6 +46,11 @@ struct RunArgs {
     /// Concurrent clients.
     #[arg(long, default_value_t = 10)]
     concurrency: usize,
+    /// The last octet of member 0's address, 127.0.0.x; member i gets
+    /// x + i. Two runs at once need addresses apart, or one's partitions
+    /// cut the other's members.
+    #[arg(long, default_value_t = 61)]
+    first_host: u8,
     /// The `cairn` binary; defaults to the one next to this binary.
     #[arg(long)]
     cairn: Option<PathBuf>,
@@ -69,7 +77,9 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<bool> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let seed = args.seed.unwrap_or(u64::from(now.subsec_nanos()) ^ now.as_secs());
+    let seed = args
+        .seed
+        .unwrap_or(u64::from(now.subsec_nanos()) ^ now.as_secs());
     let cairn = match args.cairn {
         Some(path) => path,
         None => std::env::current_exe()?
@@ -98,6 +108,7 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<bool> {
         nemesis,
         seed,
         concurrency: args.concurrency.max(1),
+        first_host: args.first_host,
         results,
     };
     let runtime = tokio::runtime::Runtime::new().context("start the runtime")?;
@@ -116,6 +127,8 @@ fn parse_nemesis(s: &str) -> anyhow::Result<Vec<Family>> {
         return Ok(Family::value_variants().to_vec());
     }
     s.split(',')
-        .map(|f| Family::from_str(f.trim(), true).map_err(|e| anyhow::anyhow!("nemesis {f:?}: {e}")))
+        .map(|f| {
+            Family::from_str(f.trim(), true).map_err(|e| anyhow::anyhow!("nemesis {f:?}: {e}"))
+        })
         .collect()
 }

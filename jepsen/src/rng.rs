@@ -66,7 +66,10 @@ mod tests {
         let xs: Vec<u64> = (0..10).map(|_| a.next_u64()).collect();
         let ys: Vec<u64> = (0..10).map(|_| b.next_u64()).collect();
         assert_eq!(xs, ys);
-        assert_ne!(xs, (0..10).map(|_| Rng::new(8).next_u64()).collect::<Vec<_>>());
+        assert_ne!(
+            xs,
+            (0..10).map(|_| Rng::new(8).next_u64()).collect::<Vec<_>>()
+        );
     }
 
     #[test]

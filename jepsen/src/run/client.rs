@@ -72,7 +72,10 @@ impl Ctx {
 
     /// Records a completed op.
     pub fn record(&self, op: Op) {
-        self.history.lock().unwrap_or_else(|p| p.into_inner()).push(op);
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(op);
     }
 
     /// The history so far, in completion order.

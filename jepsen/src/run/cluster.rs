@@ -1,7 +1,8 @@
 //! The cluster under test: `cairn` processes on loopback aliases.
 //!
-//! Member `i` listens on 127.0.0.(61+i) (Linux routes all of 127/8 to lo;
-//! the server's tests use .11 and up, the client's .41 and up), on a client
+//! Member `i` listens on 127.0.0.(first_host+i), by default .61 and up
+//! (Linux routes all of 127/8 to lo; the server's tests use .11 and up,
+//! the client's .41 and up), on a client
 //! and a peer port that were free a moment before. Each has its own data
 //! dir and log under the results dir. Children run in their own process
 //! group, so a Ctrl-C reaches only the runner, which then kills them.
@@ -22,8 +23,6 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::cleanup;
 
-/// The last octet of member 0's address.
-const FIRST_HOST: u8 = 61;
 /// Bound on one status call.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause between polls.
@@ -37,7 +36,7 @@ const TIMING: [&str; 4] = ["--heartbeat-interval", "100", "--election-timeout", 
 pub struct Member {
     /// `m0`, `m1`, …
     pub name: String,
-    /// 127.0.0.(61+i).
+    /// 127.0.0.(first_host+i).
     pub ip: Ipv4Addr,
     client_port: u16,
     args: Vec<String>,
@@ -121,11 +120,20 @@ impl Cluster {
     /// # Errors
     /// An address cannot be bound, a member cannot start, or there is no
     /// leader within 30 s.
-    pub async fn start(program: &Path, n: usize, dir: &Path) -> anyhow::Result<Self> {
+    pub async fn start(
+        program: &Path,
+        n: usize,
+        first_host: u8,
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
         let token = format!("jepsen-{}", std::process::id());
         let mut reserved = Vec::new();
         for i in 0..n {
-            let host = FIRST_HOST + u8::try_from(i).context("too many members")?;
+            let host = u8::try_from(i)
+                .ok()
+                .and_then(|i| first_host.checked_add(i))
+                .filter(|&h| h < 255)
+                .context("member addresses beyond 127.0.0.254")?;
             let ip = Ipv4Addr::new(127, 0, 0, host);
             // Both listeners are held together so the two ports differ.
             let client = TcpListener::bind((ip, 0)).with_context(|| format!("bind {ip}:0"))?;
@@ -240,7 +248,11 @@ impl Cluster {
                 if let Some(header) = &status.header {
                     self.ids[i] = header.member_id;
                 }
-                if let Some(l) = self.ids.iter().position(|&id| id == status.leader && id != 0) {
+                if let Some(l) = self
+                    .ids
+                    .iter()
+                    .position(|&id| id == status.leader && id != 0)
+                {
                     return Some(l);
                 }
             }

@@ -65,6 +65,8 @@ pub struct Options {
     pub seed: u64,
     /// Concurrent clients.
     pub concurrency: usize,
+    /// The last octet of member 0's address.
+    pub first_host: u8,
     /// Where the results go; created.
     pub results: PathBuf,
 }
@@ -116,15 +118,30 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         options.nodes,
         options.cairn.display()
     );
-    let mut cluster = Cluster::start(&options.cairn, options.nodes, &nodes_dir).await?;
+    let mut cluster = Cluster::start(
+        &options.cairn,
+        options.nodes,
+        options.first_host,
+        &nodes_dir,
+    )
+    .await?;
     for m in &cluster.members {
         eprintln!("cairn-jepsen: {} at {}", m.name, m.endpoint());
     }
-    let schedule = nemesis::schedule(&options.nemesis, options.nodes, options.time_limit, options.seed);
+    let schedule = nemesis::schedule(
+        &options.nemesis,
+        options.nodes,
+        options.time_limit,
+        options.seed,
+    );
 
     let start = Instant::now();
     let deadline = start + options.time_limit;
-    let channels = cluster.members.iter().map(cluster::Member::channel).collect();
+    let channels = cluster
+        .members
+        .iter()
+        .map(cluster::Member::channel)
+        .collect();
     let ctx = Arc::new(client::Ctx::new(start, channels, options.concurrency));
     let mut rng = Rng::new(options.seed);
     let mut workers = Vec::new();
@@ -255,7 +272,11 @@ async fn recover(cluster: &mut Cluster) -> anyhow::Result<()> {
 
 /// Reads every key of the history through the leader, linearizably,
 /// recording the reads; returns the final state.
-async fn final_reads(ctx: &client::Ctx, cluster: &mut Cluster, history: &[Op]) -> anyhow::Result<Final> {
+async fn final_reads(
+    ctx: &client::Ctx,
+    cluster: &mut Cluster,
+    history: &[Op],
+) -> anyhow::Result<Final> {
     let keys: BTreeSet<String> = history
         .iter()
         .filter_map(|op| op.call.key().map(str::to_owned))
@@ -297,21 +318,35 @@ async fn compare_members(cluster: &mut Cluster) -> anyhow::Result<(i64, Vec<Stri
         serializable,
         ..RangeRequest::default()
     };
-    let head = cluster.members[leader].kv().range(all(0, false)).await?.into_inner();
+    let head = cluster.members[leader]
+        .kv()
+        .range(all(0, false))
+        .await?
+        .into_inner();
     let revision = register::revision(head.header);
     let mut states = Vec::new();
     for member in &cluster.members {
         let deadline = Instant::now() + RECOVERY;
         let state = loop {
             let mut kv = member.kv();
-            let answer = tokio::time::timeout(client::OP_TIMEOUT, kv.range(all(revision, true))).await;
+            let answer =
+                tokio::time::timeout(client::OP_TIMEOUT, kv.range(all(revision, true))).await;
             match answer {
                 Ok(Ok(resp)) => {
                     let kvs: Vec<_> = resp
                         .into_inner()
                         .kvs
                         .into_iter()
-                        .map(|kv| (kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease))
+                        .map(|kv| {
+                            (
+                                kv.key,
+                                kv.value,
+                                kv.create_revision,
+                                kv.mod_revision,
+                                kv.version,
+                                kv.lease,
+                            )
+                        })
                         .collect();
                     break Ok(kvs);
                 }
@@ -354,14 +389,15 @@ fn command(options: &Options) -> String {
         .map(|f| format!("{f:?}").to_lowercase())
         .collect();
     format!(
-        "cairn-jepsen run --cairn {} --nodes {} --time-limit {} --workload {} --nemesis {} --seed {} --concurrency {}",
+        "cairn-jepsen run --cairn {} --nodes {} --time-limit {} --workload {} --nemesis {} --seed {} --concurrency {} --first-host {}",
         options.cairn.display(),
         options.nodes,
         options.time_limit.as_secs(),
         format!("{:?}", options.workload).to_lowercase(),
         if nemesis.is_empty() { "none".into() } else { nemesis.join(",") },
         options.seed,
-        options.concurrency
+        options.concurrency,
+        options.first_host
     )
 }
 
@@ -374,8 +410,14 @@ fn write_results(report: &Report, history: &[Op]) -> anyhow::Result<()> {
         lines.push('\n');
     }
     std::fs::write(dir.join("history.jsonl"), lines)?;
-    std::fs::write(dir.join("faults.json"), serde_json::to_string_pretty(&report.faults)?)?;
-    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(report)?)?;
+    std::fs::write(
+        dir.join("faults.json"),
+        serde_json::to_string_pretty(&report.faults)?,
+    )?;
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_string_pretty(report)?,
+    )?;
     std::fs::write(dir.join("summary.txt"), summary(report, history))?;
     Ok(())
 }
@@ -383,7 +425,15 @@ fn write_results(report: &Report, history: &[Op]) -> anyhow::Result<()> {
 /// The human summary.
 pub fn summary(report: &Report, history: &[Op]) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "{}", if report.valid { "VALID" } else { "ANOMALY FOUND" });
+    let _ = writeln!(
+        s,
+        "{}",
+        if report.valid {
+            "VALID"
+        } else {
+            "ANOMALY FOUND"
+        }
+    );
     let _ = writeln!(s, "replay: {}", report.command);
     let _ = writeln!(s, "ops: {:?}", report.ops);
     let mut errors: Vec<_> = report.errors.iter().collect();
@@ -401,7 +451,10 @@ pub fn summary(report: &Report, history: &[Op]) -> String {
             f.fault.kind,
             f.targets,
             f.sides,
-            f.skipped.as_deref().map(|w| format!(" (skipped: {w})")).unwrap_or_default()
+            f.skipped
+                .as_deref()
+                .map(|w| format!(" (skipped: {w})"))
+                .unwrap_or_default()
         );
     }
     if let Some(why) = &report.recovery_failure {
@@ -418,10 +471,17 @@ pub fn summary(report: &Report, history: &[Op]) -> String {
     );
     for (key, verdict) in l.anomalies.iter().take(5) {
         let _ = writeln!(s, "  key {key}: {verdict:?}");
-        if let linear::Verdict::Anomaly { prefix_tail, stuck, .. } = verdict {
+        if let linear::Verdict::Anomaly {
+            prefix_tail, stuck, ..
+        } = verdict
+        {
             for &i in prefix_tail.iter().chain([stuck]) {
                 if let Some(op) = history.get(i) {
-                    let _ = writeln!(s, "    #{i} {}", serde_json::to_string(op).unwrap_or_default());
+                    let _ = writeln!(
+                        s,
+                        "    #{i} {}",
+                        serde_json::to_string(op).unwrap_or_default()
+                    );
                 }
             }
         }
@@ -440,7 +500,11 @@ pub fn summary(report: &Report, history: &[Op]) -> String {
         s,
         "members equal at revision {:?}: {}",
         report.compared_at,
-        if report.divergence.is_empty() { "yes" } else { "NO" }
+        if report.divergence.is_empty() {
+            "yes"
+        } else {
+            "NO"
+        }
     );
     for d in &report.divergence {
         let _ = writeln!(s, "  {d}");

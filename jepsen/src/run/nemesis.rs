@@ -86,8 +86,12 @@ pub struct Fault {
 /// spell of 2–5 s, then a fault of 3–8 s, over and over, ending before the
 /// time limit.
 pub fn schedule(families: &[Family], n: usize, time_limit: Duration, seed: u64) -> Vec<Fault> {
-    let mut rng = Rng::new(seed ^ 0x6e65_6d65_7369_73);
-    let kinds: Vec<Kind> = families.iter().flat_map(|f| Kind::of(*f)).copied().collect();
+    let mut rng = Rng::new(seed ^ 0x006e_656d_6573_6973);
+    let kinds: Vec<Kind> = families
+        .iter()
+        .flat_map(|f| Kind::of(*f))
+        .copied()
+        .collect();
     let end = u64::try_from(time_limit.as_millis()).unwrap_or(u64::MAX);
     let mut faults = Vec::new();
     let mut t = 0;
@@ -194,7 +198,9 @@ pub async fn start(
                     (a.to_vec(), b.to_vec(), Some(*bridge))
                 }
             };
-            let ips = |s: &[usize]| -> Vec<Ipv4Addr> { s.iter().map(|&i| cluster.members[i].ip).collect() };
+            let ips = |s: &[usize]| -> Vec<Ipv4Addr> {
+                s.iter().map(|&i| cluster.members[i].ip).collect()
+            };
             let mut pairs = Vec::new();
             for x in ips(&a) {
                 for y in ips(&b) {
@@ -214,7 +220,13 @@ pub async fn start(
         }
         Kind::PartitionRing => {
             // Member order[k] talks to order[k±1] only.
-            let pos = |i: usize| fault.order.iter().position(|&x| x == i).expect("a permutation");
+            let pos = |i: usize| {
+                fault
+                    .order
+                    .iter()
+                    .position(|&x| x == i)
+                    .expect("a permutation")
+            };
             let mut pairs = Vec::new();
             for i in 0..n {
                 for j in (i + 1)..n {

@@ -100,7 +100,10 @@ fn remove_stale() {
         let Some(table) = line.strip_prefix("table ip ") else {
             continue;
         };
-        let Some(pid) = table.strip_prefix(PREFIX).and_then(|p| p.parse::<u32>().ok()) else {
+        let Some(pid) = table
+            .strip_prefix(PREFIX)
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
             continue;
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {
@@ -121,7 +124,9 @@ fn nft(args: &[&str], input: Option<&str>) -> anyhow::Result<()> {
         .with_context(|| format!("run {NFT}"))?;
     let mut stdin = child.stdin.take().context("nft's stdin")?;
     if let Some(input) = input {
-        stdin.write_all(input.as_bytes()).context("write nft's stdin")?;
+        stdin
+            .write_all(input.as_bytes())
+            .context("write nft's stdin")?;
     }
     drop(stdin);
     let out = child.wait_with_output().context("wait for nft")?;

@@ -147,5 +147,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<u64, tonic::Status> {
     std::str::from_utf8(bytes)
         .ok()
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| tonic::Status::data_loss(format!("not a value this harness wrote: {bytes:?}")))
+        .ok_or_else(|| {
+            tonic::Status::data_loss(format!("not a value this harness wrote: {bytes:?}"))
+        })
 }
