@@ -8,6 +8,8 @@
 //!   healing, recovery, the checks, and a results dir.
 //! - [`history`]: ops with real times; a timeout is indeterminate.
 //! - [`linear`]: a WGL/Porcupine-style linearizability search, per key.
+//! - [`elle`]: strict serializability of list-append txns, by
+//!   dependency cycles (Elle-style) with revisions as commit order.
 //! - [`checks`]: global checks: lost writes, revisions going backwards,
 //!   one value with two revisions.
 //! - [`watch`]: checks a recorded watch stream against the history of
@@ -25,6 +27,7 @@
 //!   nft table is deleted on exit, on panic and on SIGINT/SIGTERM.
 
 pub mod checks;
+pub mod elle;
 mod error;
 mod escaped;
 pub mod history;

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use tonic::transport::Channel;
 
+use super::append;
 use super::register::{self, Register};
+use super::Workload;
 use crate::history::{Call, Op, Outcome};
 use crate::rng::Rng;
 
@@ -96,7 +98,12 @@ pub async fn invoke(ctx: &Ctx, process: u64, node: usize, call: Call) -> Op {
         kv: KvClient::new(ctx.channels[node].clone()),
     };
     let invoke = ctx.now();
-    let answer = tokio::time::timeout(OP_TIMEOUT, register::execute(&mut exec, &call)).await;
+    let answer = match call {
+        Call::Txn { .. } => {
+            tokio::time::timeout(OP_TIMEOUT, append::execute(&mut exec, &call)).await
+        }
+        _ => tokio::time::timeout(OP_TIMEOUT, register::execute(&mut exec, &call)).await,
+    };
     let complete = ctx.now();
     let outcome = match answer {
         Ok(Ok((revision, result))) => Outcome::Ok { revision, result },
@@ -122,7 +129,9 @@ fn classify(status: &tonic::Status, writes: bool) -> Outcome {
     let message = status.message();
     let error = format!("{:?}: {message}", status.code());
     let refused = REFUSED.contains(&message)
-        || (status.code() == tonic::Code::Unavailable && message.contains("tcp connect error"));
+        || (status.code() == tonic::Code::Unavailable && message.contains("tcp connect error"))
+        || message.starts_with(append::READ_PHASE)
+        || message == append::COMPARE_FAILED;
     if refused || (!writes && status.code() != tonic::Code::DataLoss) {
         Outcome::Fail { error }
     } else {
@@ -130,17 +139,21 @@ fn classify(status: &tonic::Status, writes: bool) -> Outcome {
     }
 }
 
-/// One register worker until `deadline`.
-pub async fn register_worker(ctx: Arc<Ctx>, id: usize, mut rng: Rng, deadline: Instant) {
+/// One worker of `workload` until `deadline`.
+pub async fn worker(ctx: Arc<Ctx>, workload: Workload, id: usize, mut rng: Rng, deadline: Instant) {
     let n = ctx.channels.len();
     let mut process = id as u64;
     let mut node = id % n;
     let mut state = Register::default();
     while Instant::now() < deadline {
-        let call = state.next(&ctx, &mut rng);
+        let call = match workload {
+            Workload::Register => state.next(&ctx, &mut rng),
+            Workload::Append => append::next(&ctx, &mut rng),
+        };
         let op = invoke(&ctx, process, node, call).await;
         match &op.outcome {
             Outcome::Ok { revision, result } => state.learn(&op.call, result, *revision),
+            Outcome::Fail { error } if error.ends_with(append::COMPARE_FAILED) => {}
             Outcome::Fail { .. } => {
                 node = (node + 1) % n;
                 // Don't spin on a dead member.

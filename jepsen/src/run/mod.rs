@@ -11,6 +11,7 @@
 //! 5. Check, and write the results dir: `history.jsonl`, `faults.json`,
 //!    `report.json`, `summary.txt` and the members' logs.
 
+mod append;
 mod cleanup;
 mod client;
 mod cluster;
@@ -31,9 +32,9 @@ use serde::Serialize;
 pub use nemesis::Family;
 
 use crate::checks::{self, Anomaly, Final};
-use crate::history::{Call, Op, Outcome, Return};
-use crate::linear;
+use crate::history::{Call, Micro, Op, Outcome, Return};
 use crate::rng::Rng;
+use crate::{elle, linear};
 use cluster::Cluster;
 use net::Firewall;
 
@@ -46,6 +47,9 @@ const RECOVERY: Duration = Duration::from_secs(30);
 pub enum Workload {
     /// Per-key get, put and CAS, checked for linearizability.
     Register,
+    /// Multi-key txns appending to lists, checked for strict
+    /// serializability by dependency cycles.
+    Append,
 }
 
 /// What to run.
@@ -88,8 +92,10 @@ pub struct Report {
     pub faults: Vec<nemesis::Applied>,
     /// Why the cluster did not recover after healing, if it did not.
     pub recovery_failure: Option<String>,
-    /// The linearizability search.
+    /// The linearizability search (register).
     pub linearizability: linear::Report,
+    /// The dependency-cycle search (append).
+    pub serializability: elle::Report,
     /// Acknowledged writes missing at the end, and phantom values.
     pub lost_writes: Vec<Anomaly>,
     /// Revisions going backwards, per client and in real time.
@@ -146,9 +152,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     let mut rng = Rng::new(options.seed);
     let mut workers = Vec::new();
     for id in 0..options.concurrency {
-        let worker = match options.workload {
-            Workload::Register => client::register_worker(ctx.clone(), id, rng.fork(), deadline),
-        };
+        let worker = client::worker(ctx.clone(), options.workload, id, rng.fork(), deadline);
         workers.push(tokio::spawn(worker));
     }
 
@@ -180,10 +184,11 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     let recovery_failure = recover(&mut cluster).await.err().map(|e| format!("{e:#}"));
     let mut history = ctx.take_history();
     let mut at_end = Final::new();
+    let mut lists = BTreeMap::new();
     let mut divergence = Vec::new();
     let mut compared_at = None;
     if recovery_failure.is_none() {
-        at_end = final_reads(&ctx, &mut cluster, &history).await?;
+        (at_end, lists) = final_reads(&ctx, &mut cluster, &history).await?;
         history.extend(ctx.take_history());
         match compare_members(&mut cluster).await {
             Ok((revision, diffs)) => {
@@ -198,6 +203,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     drop(firewall);
 
     let linearizability = linear::check(&history);
+    let serializability = elle::check(&history, recovery_failure.is_none().then_some(&lists));
     let lost_writes = if recovery_failure.is_none() {
         checks::lost_writes(&history, &at_end)
     } else {
@@ -220,6 +226,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     }
     let valid = recovery_failure.is_none()
         && linearizability.valid()
+        && serializability.valid()
         && lost_writes.is_empty()
         && revisions.is_empty()
         && value_revisions.is_empty()
@@ -233,6 +240,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         faults,
         recovery_failure,
         linearizability,
+        serializability,
         lost_writes,
         revisions,
         value_revisions,
@@ -270,13 +278,49 @@ async fn recover(cluster: &mut Cluster) -> anyhow::Result<()> {
     }
 }
 
-/// Reads every key of the history through the leader, linearizably,
-/// recording the reads; returns the final state.
+/// Reads every key of the history through the leader, linearizably: the
+/// registers (recorded as reads in the history) and the lists.
 async fn final_reads(
     ctx: &client::Ctx,
     cluster: &mut Cluster,
     history: &[Op],
-) -> anyhow::Result<Final> {
+) -> anyhow::Result<(Final, BTreeMap<String, Vec<u64>>)> {
+    let mut lists = BTreeMap::new();
+    let list_keys: BTreeSet<String> = history
+        .iter()
+        .filter_map(|op| match &op.call {
+            Call::Txn { ops } => Some(ops),
+            _ => None,
+        })
+        .flatten()
+        .map(|m| match m {
+            Micro::Read { key, .. } | Micro::Append { key, .. } => key.clone(),
+        })
+        .collect();
+    for key in list_keys {
+        let mut tries = 0;
+        loop {
+            let leader = cluster.await_leader(RECOVERY).await?;
+            let mut kv = cluster.members[leader].kv();
+            let read = kv.range(RangeRequest {
+                key: key.clone().into_bytes(),
+                ..RangeRequest::default()
+            });
+            match tokio::time::timeout(client::OP_TIMEOUT, read).await {
+                Ok(Ok(resp)) => {
+                    let list = match resp.into_inner().kvs.first() {
+                        Some(kv) => append::parse_list(&kv.value)?,
+                        None => Vec::new(),
+                    };
+                    lists.insert(key, list);
+                    break;
+                }
+                _ if tries < 20 => tries += 1,
+                other => anyhow::bail!("final read of {key} failed 20 times: {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     let keys: BTreeSet<String> = history
         .iter()
         .filter_map(|op| op.call.key().map(str::to_owned))
@@ -303,7 +347,7 @@ async fn final_reads(
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    Ok(at_end)
+    Ok((at_end, lists))
 }
 
 /// Compares every member's whole keyspace at the leader's current revision,
@@ -480,6 +524,28 @@ pub fn summary(report: &Report, history: &[Op]) -> String {
                     let _ = writeln!(
                         s,
                         "    #{i} {}",
+                        serde_json::to_string(op).unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+    let e = &report.serializability;
+    let _ = writeln!(
+        s,
+        "serializability: {} txns, {} edges, {} anomalies",
+        e.txns,
+        e.edges,
+        e.anomalies.len()
+    );
+    for a in e.anomalies.iter().take(5) {
+        let _ = writeln!(s, "  {a:?}");
+        if let elle::Anomaly::Cycle { steps } = a {
+            for (i, dep) in steps {
+                if let Some(op) = history.get(*i) {
+                    let _ = writeln!(
+                        s,
+                        "    #{i} -{dep:?}-> {}",
                         serde_json::to_string(op).unwrap_or_default()
                     );
                 }
