@@ -1,19 +1,39 @@
-//! cairn-jepsen: consistency checkers for Cairn, and later the
-//! fault-injection harness that drives them.
+//! cairn-jepsen: a Jepsen-style fault-injection harness for Cairn, and the
+//! consistency checkers it runs.
 //!
 //! # Layout
+//! - [`run`]: the runner behind `cairn-jepsen run`: a cluster of `cairn`
+//!   processes on 127.0.0.61+, concurrent clients recording a
+//!   [`history`], a seeded nemesis (kill, pause, nftables partitions),
+//!   healing, recovery, the checks, and a results dir.
+//! - [`history`]: ops with real times; a timeout is indeterminate.
+//! - [`linear`]: a WGL/Porcupine-style linearizability search, per key.
+//! - [`elle`]: strict serializability of list-append txns, by
+//!   dependency cycles (Elle-style) with revisions as commit order.
+//! - [`checks`]: global checks: lost writes, revisions going backwards,
+//!   one value with two revisions.
 //! - [`watch`]: checks a recorded watch stream against the history of
 //!   committed writes (order, gaps, duplicates, atomic revisions, filters,
 //!   prev_kv, progress and compaction promises).
+//! - [`rng`]: the seeded generator behind every random choice.
 //! - `error`: the crate's [`Error`].
 //!
 //! # Invariants
 //! - The checkers know nothing of tonic, prost or etcd's types: they take
 //!   plain types of their own, which callers fill from the wire, so that
 //!   the same check runs against cairn and against etcd.
+//! - The same seed gives the same fault schedule.
+//! - The runner leaves nothing behind: member processes are killed and its
+//!   nft table is deleted on exit, on panic and on SIGINT/SIGTERM.
 
+pub mod checks;
+pub mod elle;
 mod error;
 mod escaped;
+pub mod history;
+pub mod linear;
+pub mod rng;
+pub mod run;
 pub mod watch;
 
 pub use error::{Error, Result};
