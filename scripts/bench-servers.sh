@@ -54,8 +54,14 @@ start() { # name -> starts the members in the background
       /opt/etcd-3.5/etcdctl --endpoints "$url" get /ready >/dev/null 2>&1 && continue 2
       sleep 0.1
     done
-    echo "$1 did not start ($url did not answer):" >&2; tail -n 20 "$work"/m*.log >&2; exit 1
+    echo "$1 did not start ($url did not answer):" >&2; tail -n 20 "$work"/m*.log >&2
+    kill "${pids[@]}" 2>/dev/null; exit 1
   done
+  # An answer from a server left over from an earlier run is no answer.
+  if ! kill -0 "${pids[@]}" 2>/dev/null; then
+    echo "$1 exited at start (is a port taken?):" >&2; tail -n 20 "$work"/m*.log >&2
+    kill "${pids[@]}" 2>/dev/null; exit 1
+  fi
 }
 
 run() { # server name loader-args...

@@ -39,7 +39,8 @@ for nodes in 1 3; do
     while read -r name args; do
       for server in "${servers[@]}"; do
         # shellcheck disable=SC2086
-        run "$server" "$name" --json $args | tee -a "$out"
+        run "$server" "$name" --json $args >>"$out"
+        tail -n 1 "$out"
       done
     done < <(workloads)
   done

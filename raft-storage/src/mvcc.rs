@@ -320,13 +320,15 @@ impl Store {
         let mut written = Written::default();
         let mut jobs = Vec::new();
         let mut out = Vec::with_capacity(entries.len());
-        let start_compact = st.compact;
+        let (start_compact, start_rev) = (st.compact, st.current);
+        let mut membership_changed = false;
         for entry in entries {
             st.applied = Some(entry.log_id);
             let resp = match entry.payload {
                 EntryPayload::Blank => Response::Empty,
                 EntryPayload::Membership(m) => {
                     st.membership = StoredMembership::new(Some(entry.log_id), m);
+                    membership_changed = true;
                     Response::Empty
                 }
                 EntryPayload::Normal(req) => {
@@ -342,9 +344,16 @@ impl Store {
             };
             out.push(resp);
         }
+        // What did not change stays as the last batch that changed it wrote
+        // it: the common batch of puts writes its kvs, the applied id and
+        // the revision only.
         batch.insert(META_APPLIED, encode_postcard(&st.applied));
-        batch.insert(META_MEMBERSHIP, encode_postcard(&st.membership));
-        batch.insert(META_REV, &st.current.to_be_bytes());
+        if membership_changed {
+            batch.insert(META_MEMBERSHIP, encode_postcard(&st.membership));
+        }
+        if st.current != start_rev {
+            batch.insert(META_REV, &st.current.to_be_bytes());
+        }
         if st.compact != start_compact {
             batch.insert(META_COMPACT, &st.compact.to_be_bytes());
         }
