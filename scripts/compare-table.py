@@ -18,6 +18,7 @@ for line in sys.stdin:
     result = row["result"]
     if row["run"].startswith("load-"):
         loads[row["server"]] = result
+        loaded_keys = int(row["run"].removeprefix("load-"))
         continue
     runs[(row["run"], row["nodes"], row["server"])].append(result)
 
@@ -56,7 +57,7 @@ for workload, nodes in seen:
 
 if loads:
     print()
-    print("| one member, 1M keys | cairn | etcd 3.4 | etcd 3.5 | ×3.4 | ×3.5 |")
+    print(f"| one member, {loaded_keys:,} keys | cairn | etcd 3.4 | etcd 3.5 | ×3.4 | ×3.5 |")
     print("|---|---|---|---|---|---|")
     for field, label in (("rss_mib", "RSS MiB"), ("disk_mib", "disk MiB"), ("restart_secs", "restart to serving, s")):
         c, e4, e5 = (loads.get(s, {}).get(field, 0) for s in ("cairn", "etcd", "etcd35"))
