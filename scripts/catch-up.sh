@@ -55,6 +55,6 @@ for server in "${servers[@]}"; do
   ended=$(date +%s.%N)
   rss=$(ps -o rss= -p "${pids[3]}")
   printf '{"server":"%s","keys":%d,"fill":%s,"catch_up_s":%.2f,"new_member_rss_mib":%d}\n' \
-    "$server" "$keys" "$fill" "$(echo "$ended - $began" | bc)" $((rss / 1024))
+    "$server" "$keys" "$fill" "$(awk -v a="$began" -v b="$ended" 'BEGIN { print b - a }')" $((rss / 1024))
   kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true
 done

@@ -70,7 +70,7 @@ for server in "${servers[@]}"; do
   until /opt/etcd-3.5/etcdctl --endpoints "$endpoints" get b/000000 >/dev/null 2>&1; do sleep 0.05; done
   ended=$(date +%s.%N)
   printf '{"server":"%s","nodes":1,"round":1,"run":"load-%d","result":{"rss_mib":%d,"disk_mib":%d,"restart_secs":%.2f}}\n' \
-    "$server" "$big" $((rss / 1024)) $((disk / 1024)) "$(echo "$ended - $began" | bc)" | tee -a "$out"
+    "$server" "$big" $((rss / 1024)) $((disk / 1024)) "$(awk -v a="$began" -v b="$ended" 'BEGIN { print b - a }')" | tee -a "$out"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 done
 
