@@ -47,6 +47,10 @@ pub enum ApplyError {
     /// A put with ignore_value or ignore_lease on a key that does not exist.
     #[error("key not found")]
     KeyNotFound,
+    /// A put, a txn that puts, or a lease grant while the NOSPACE alarm is
+    /// active (etcd's capped applier).
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
 }
 
 // Written out rather than `#[from]`, which would also make the cause the

@@ -10,6 +10,7 @@
 //! b"m/compact"       -> i64 BE                    compact revision (scheduled)
 //! b"m/compact_done"  -> i64 BE                    physical compaction finished up to
 //! b"l/" | id i64 BE  -> lease (see `lease.rs`)
+//! b"a/" | member u64 BE | alarm i32 BE -> empty     an active alarm
 //! ```
 //!
 //! A tombstone's value is a `KeyValue` with only `key` and `mod_revision`.
@@ -31,16 +32,18 @@
 //! pauses compaction instead of holding `gate`, so reads never queue behind
 //! a compaction batch that waits for a long build.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use cairn_proto::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
+    alarm_request::AlarmAction,
     range_request::{SortOrder, SortTarget},
-    request_op, response_op, CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest,
+    request_op, response_op, AlarmMember, AlarmRequest, AlarmResponse, AlarmType,
+    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest,
     DeleteRangeResponse, LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseGrantRequest,
     LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse,
     RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
@@ -62,6 +65,32 @@ pub(crate) const META_MEMBERSHIP: &[u8] = b"m/membership";
 pub(crate) const META_REV: &[u8] = b"m/rev";
 pub(crate) const META_COMPACT: &[u8] = b"m/compact";
 pub(crate) const META_COMPACT_DONE: &[u8] = b"m/compact_done";
+/// The prefix of alarm records.
+pub(crate) const ALARM_PREFIX: &[u8] = b"a/";
+
+/// The record key of `alarm` raised for `member`.
+pub(crate) fn alarm_key(member: u64, alarm: i32) -> Vec<u8> {
+    let mut k = ALARM_PREFIX.to_vec();
+    k.extend_from_slice(&member.to_be_bytes());
+    k.extend_from_slice(&alarm.to_be_bytes());
+    k
+}
+
+/// Parses an alarm record key.
+pub(crate) fn parse_alarm_key(k: &[u8]) -> Option<(u64, i32)> {
+    let rest = k.strip_prefix(ALARM_PREFIX)?;
+    if rest.len() != 12 {
+        return None;
+    }
+    let member = u64::from_be_bytes(rest[..8].try_into().ok()?);
+    let alarm = i32::from_be_bytes(rest[8..].try_into().ok()?);
+    Some((member, alarm))
+}
+
+/// The bytes a record takes in use, as the quota counts them.
+fn record_bytes(k: &[u8], v: &[u8]) -> u64 {
+    (k.len() + v.len()) as u64
+}
 
 /// Changes deleted per physical-compaction batch; apply waits at most for
 /// one batch.
@@ -82,6 +111,8 @@ pub(crate) struct State {
     pub applied: Option<LogId<NodeId>>,
     pub membership: Membership,
     pub leases: Leases,
+    /// Active alarms: (member id, `AlarmType` as i32).
+    pub alarms: BTreeSet<(u64, i32)>,
 }
 
 /// A physical compaction to run: delete every change at or below `rev`
@@ -102,6 +133,9 @@ pub(crate) struct Compaction {
     stop: AtomicBool,
     /// Snapshot builds under way; batches wait while it is above zero.
     paused: AtomicUsize,
+    /// Bytes of revision records on disk (keys and values), what the
+    /// quota counts: apply adds, physical compaction subtracts.
+    pub(crate) in_use: AtomicU64,
 }
 
 /// Keeps physical compaction paused while it lives.
@@ -205,6 +239,7 @@ impl Store {
             state,
             done,
             resume,
+            in_use,
         } = load_state(&tree)?;
         let (tx, _) = tokio::sync::watch::channel(done);
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
@@ -213,6 +248,7 @@ impl Store {
             compacted: tx,
             stop: AtomicBool::new(false),
             paused: AtomicUsize::new(0),
+            in_use: AtomicU64::new(in_use),
         });
         let handle = {
             let (tree, comp) = (tree.clone(), comp.clone());
@@ -287,6 +323,91 @@ impl Store {
         self.shared.db.size_on_disk().unwrap_or(0)
     }
 
+    /// The bytes the quota counts: every revision record on disk, keys and
+    /// values. Compaction lowers it as soon as its physical part deleted
+    /// the records; sled reuses the space they took.
+    pub fn size_in_use(&self) -> u64 {
+        self.shared.comp.in_use.load(Ordering::SeqCst)
+    }
+
+    /// The active alarms, as (member id, `AlarmType` as i32), ascending.
+    pub fn alarms(&self) -> Vec<(u64, i32)> {
+        self.shared.state.read().alarms.iter().copied().collect()
+    }
+
+    /// etcd's HashKV: a hash of the MVCC history up to main revision `rev`
+    /// (0: the current revision). Returns (hash, compact revision, the
+    /// revision hashed).
+    ///
+    /// The hash covers what every member keeps whatever its physical
+    /// compaction's progress: the values live at the compact revision and
+    /// every change from the compact revision to `rev`. Members that
+    /// applied the same log agree on it.
+    ///
+    /// # Errors
+    /// [`Error::Compacted`] or [`Error::FutureRevision`] for `rev` out of
+    /// reach; storage errors otherwise.
+    pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64)> {
+        let st = self.shared.state.read();
+        let rev = if rev <= 0 { st.current } else { rev };
+        if rev > st.current {
+            return Err(Error::FutureRevision);
+        }
+        if rev < st.compact {
+            return Err(Error::Compacted);
+        }
+        let compact = st.compact;
+        let kept = if compact > 0 {
+            let all = RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                revision: compact,
+                ..Default::default()
+            };
+            plan_range(&st.index, &all, st.current, compact)?.revs
+        } else {
+            Vec::new()
+        };
+        let _gate = self.shared.comp.gate.read();
+        drop(st);
+        let tree = &self.shared.tree;
+        let mut h = crc32fast::Hasher::new();
+        let mut kept: Vec<Revision> = kept.into_iter().filter(|r| r.main < compact).collect();
+        kept.sort();
+        for r in kept {
+            let k = r.to_key(false);
+            let v = tree.get(&k)?.ok_or_else(|| {
+                Error::Corruption(format!("revision {}.{} is not on disk", r.main, r.sub))
+            })?;
+            h.update(&k);
+            h.update(&v);
+        }
+        for item in tree.range(Revision::lower_bound(compact)..Revision::lower_bound(rev + 1)) {
+            let (k, v) = item?;
+            h.update(&k);
+            h.update(&v);
+        }
+        Ok((h.finalize(), compact, rev))
+    }
+
+    /// etcd's Hash: a hash of everything this member's `mvcc` tree holds,
+    /// meta included. Members differ in meta and in physical compaction's
+    /// progress, so only [`Store::hash_kv`] is comparable across members.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn hash(&self) -> Result<u32> {
+        let _st = self.shared.state.read();
+        let _gate = self.shared.comp.gate.read();
+        let mut h = crc32fast::Hasher::new();
+        for item in self.shared.tree.iter() {
+            let (k, v) = item?;
+            h.update(&k);
+            h.update(&v);
+        }
+        Ok(h.finalize())
+    }
+
     /// Waits until physical compaction has finished at or above `rev`.
     ///
     /// # Cancel safety
@@ -349,6 +470,10 @@ impl Store {
             batch.insert(META_COMPACT, &st.compact.to_be_bytes());
         }
         self.shared.tree.apply_batch(batch)?;
+        self.shared
+            .comp
+            .in_use
+            .fetch_add(written.bytes, Ordering::SeqCst);
         let changes = Changes {
             events: written.events,
             revision: st.current,
@@ -474,8 +599,10 @@ impl Store {
             state,
             done,
             resume,
+            in_use,
         } = load_state(&self.shared.tree)?;
         *st = state;
+        self.shared.comp.in_use.store(in_use, Ordering::SeqCst);
         self.shared.comp.compacted.send_replace(done);
         if let Some(job) = resume {
             self.schedule(job);
@@ -491,6 +618,8 @@ struct Loaded {
     done: i64,
     /// The physical compaction to resume, if one was cut short.
     resume: Option<Job>,
+    /// Bytes of revision records.
+    in_use: u64,
 }
 
 /// Reads meta, rebuilds the index from every change on disk, and compacts
@@ -504,11 +633,19 @@ fn load_state(tree: &sled::Tree) -> Result<Loaded> {
         membership: read_postcard(tree, META_MEMBERSHIP)?.unwrap_or_default(),
         index: Index::default(),
         leases: Leases::default(),
+        alarms: BTreeSet::new(),
     };
     for item in tree.scan_prefix(lease::PREFIX) {
         let (k, v) = item?;
         st.leases.restore(&k, &v)?;
     }
+    for item in tree.scan_prefix(ALARM_PREFIX) {
+        let (k, _) = item?;
+        let alarm = parse_alarm_key(&k)
+            .ok_or_else(|| Error::Corruption(format!("bad alarm key {k:?}")))?;
+        st.alarms.insert(alarm);
+    }
+    let mut in_use = 0u64;
     // The lease of each key's newest value, for keys whose newest change
     // is a put with a lease: their attachments.
     let mut attached: HashMap<Vec<u8>, i64> = HashMap::new();
@@ -522,6 +659,7 @@ fn load_state(tree: &sled::Tree) -> Result<Loaded> {
                 rev.main, st.current
             )));
         }
+        in_use += record_bytes(&k, &v);
         let kv = decode_kv(rev, &v)?;
         st.index
             .restore(&kv.key, rev, tombstone, kv.create_revision, kv.version);
@@ -551,6 +689,7 @@ fn load_state(tree: &sled::Tree) -> Result<Loaded> {
         state: st,
         done,
         resume,
+        in_use,
     })
 }
 
@@ -685,6 +824,8 @@ fn header(revision: i64) -> ResponseHeader {
 struct Written {
     events: Vec<Event>,
     puts: HashMap<Revision, usize>,
+    /// Bytes of the revision records written, for the quota.
+    bytes: u64,
 }
 
 /// The watch event for a change record.
@@ -698,6 +839,23 @@ fn event(kv: KeyValue, tombstone: bool) -> Event {
         r#type: kind as i32,
         kv: Some(kv),
         prev_kv: None,
+    }
+}
+
+/// Whether `req` may add data: what a NOSPACE alarm refuses (etcd's
+/// capped applier refuses puts, txns with puts, and lease grants).
+fn consumes_space(req: &Request) -> bool {
+    fn txn_puts(t: &TxnRequest) -> bool {
+        t.success.iter().chain(&t.failure).any(|op| match &op.request {
+            Some(request_op::Request::RequestPut(_)) => true,
+            Some(request_op::Request::RequestTxn(t)) => txn_puts(t),
+            _ => false,
+        })
+    }
+    match req {
+        Request::Put(_) | Request::LeaseGrant(_) => true,
+        Request::Txn(t) => txn_puts(t),
+        _ => false,
     }
 }
 
@@ -748,6 +906,9 @@ impl Writer<'_> {
     /// requests in turn, as if each had its own entry).
     fn request(&mut self, req: Request, jobs: &mut Vec<Job>) -> Result<Response> {
         self.sub = 0;
+        if self.nospace() && consumes_space(&req) {
+            return Ok(Response::Rejected(ApplyError::NoSpace));
+        }
         let resp = match req {
             Request::Put(p) => match self.check_put(&p)? {
                 Err(e) => Response::Rejected(e),
@@ -766,6 +927,7 @@ impl Writer<'_> {
             Request::LeaseGrant(g) => self.lease_grant(&g),
             Request::LeaseRevoke(r) => self.lease_revoke(&r)?,
             Request::LeaseCheckpoint(c) => self.lease_checkpoint(&c),
+            Request::Alarm(a) => self.alarm(&a),
             Request::Batch(reqs) => {
                 let mut out = Vec::with_capacity(reqs.len());
                 for r in reqs {
@@ -832,7 +994,9 @@ impl Writer<'_> {
             value,
             lease,
         };
-        self.batch.insert(rev.to_key(false), kv.encode_to_vec());
+        let (k, v) = (rev.to_key(false), kv.encode_to_vec());
+        self.written.bytes += record_bytes(&k, &v);
+        self.batch.insert(k, v);
         self.written.puts.insert(rev, self.written.events.len());
         self.written.events.push(event(kv, false));
         Ok(PutResponse {
@@ -875,7 +1039,9 @@ impl Writer<'_> {
             mod_revision: rev.main,
             ..Default::default()
         };
-        self.batch.insert(rev.to_key(true), kv.encode_to_vec());
+        let (k, v) = (rev.to_key(true), kv.encode_to_vec());
+        self.written.bytes += record_bytes(&k, &v);
+        self.batch.insert(k, v);
         self.written.events.push(event(kv, true));
     }
 
@@ -917,6 +1083,44 @@ impl Writer<'_> {
         Ok(Response::LeaseRevoke(LeaseRevokeResponse {
             header: Some(header(self.read_rev())),
         }))
+    }
+
+    fn nospace(&self) -> bool {
+        self.st
+            .alarms
+            .iter()
+            .any(|(_, a)| *a == AlarmType::Nospace as i32)
+    }
+
+    /// Raises or clears an alarm (GET never comes through the log). As
+    /// etcd's alarm store: the response lists the alarm changed, if any;
+    /// deactivating an alarm that is not raised changes nothing.
+    fn alarm(&mut self, a: &AlarmRequest) -> Response {
+        let member = AlarmMember {
+            member_id: a.member_id,
+            alarm: a.alarm,
+        };
+        let key = (a.member_id, a.alarm);
+        let changed = match AlarmAction::try_from(a.action) {
+            Ok(AlarmAction::Activate) if a.alarm != AlarmType::None as i32 => {
+                if self.st.alarms.insert(key) {
+                    self.batch.insert(alarm_key(key.0, key.1), &[]);
+                }
+                true
+            }
+            Ok(AlarmAction::Deactivate) => {
+                let removed = self.st.alarms.remove(&key);
+                if removed {
+                    self.batch.remove(alarm_key(key.0, key.1));
+                }
+                removed
+            }
+            _ => false,
+        };
+        Response::Alarm(AlarmResponse {
+            header: Some(header(self.st.current)),
+            alarms: if changed { vec![member] } else { Vec::new() },
+        })
     }
 
     fn lease_checkpoint(&mut self, c: &LeaseCheckpointRequest) -> Response {
@@ -1139,10 +1343,12 @@ fn compact_physical(tree: &sled::Tree, comp: &Compaction, job: &Job) -> Result<b
         }
         let mut batch = sled::Batch::default();
         let mut last = None;
+        let mut freed = 0;
         for item in tree.range(from.clone()..end.clone()).take(COMPACTION_BATCH) {
-            let (k, _) = item?;
+            let (k, v) = item?;
             if let Some((rev, _)) = Revision::from_key(&k) {
                 if !job.keep.contains(&rev) {
+                    freed += record_bytes(&k, &v);
                     batch.remove(k.clone());
                 }
             }
@@ -1150,6 +1356,7 @@ fn compact_physical(tree: &sled::Tree, comp: &Compaction, job: &Job) -> Result<b
         }
         let Some(last) = last else { break };
         tree.apply_batch(batch)?;
+        comp.in_use.fetch_sub(freed, Ordering::SeqCst);
         drop(gate);
         from = last.to_vec();
         from.push(0);
