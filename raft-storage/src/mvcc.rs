@@ -330,6 +330,19 @@ impl Store {
         self.shared.comp.in_use.load(Ordering::SeqCst)
     }
 
+    /// etcd's Defragment, as far as sled 0.34 allows: waits out nothing
+    /// and blocks nobody; it flushes the database so that sled's segment
+    /// cleaner can rewrite the segments physical compaction emptied.
+    /// sled keeps the file's size and reuses the freed space (see
+    /// [`Store::size_in_use`]).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn defragment(&self) -> Result<()> {
+        self.shared.db.flush()?;
+        Ok(())
+    }
+
     /// The active alarms, as (member id, `AlarmType` as i32), ascending.
     pub fn alarms(&self) -> Vec<(u64, i32)> {
         self.shared.state.read().alarms.iter().copied().collect()
@@ -842,23 +855,6 @@ fn event(kv: KeyValue, tombstone: bool) -> Event {
     }
 }
 
-/// Whether `req` may add data: what a NOSPACE alarm refuses (etcd's
-/// capped applier refuses puts, txns with puts, and lease grants).
-fn consumes_space(req: &Request) -> bool {
-    fn txn_puts(t: &TxnRequest) -> bool {
-        t.success.iter().chain(&t.failure).any(|op| match &op.request {
-            Some(request_op::Request::RequestPut(_)) => true,
-            Some(request_op::Request::RequestTxn(t)) => txn_puts(t),
-            _ => false,
-        })
-    }
-    match req {
-        Request::Put(_) | Request::LeaseGrant(_) => true,
-        Request::Txn(t) => txn_puts(t),
-        _ => false,
-    }
-}
-
 /// Applies one request. Holds the state write lock through its borrow.
 struct Writer<'a> {
     st: &'a mut State,
@@ -906,7 +902,8 @@ impl Writer<'_> {
     /// requests in turn, as if each had its own entry).
     fn request(&mut self, req: Request, jobs: &mut Vec<Job>) -> Result<Response> {
         self.sub = 0;
-        if self.nospace() && consumes_space(&req) {
+        // A batch's requests are checked one by one, below.
+        if self.nospace() && !matches!(req, Request::Batch(_)) && req.adds_data() {
             return Ok(Response::Rejected(ApplyError::NoSpace));
         }
         let resp = match req {

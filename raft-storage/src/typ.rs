@@ -170,6 +170,26 @@ fn prost<M: Message + Default>(b: &[u8]) -> Result<M, String> {
 }
 
 impl Request {
+    /// Whether the request may add data: what a NOSPACE alarm refuses
+    /// (etcd's capped applier refuses puts, txns with a put anywhere, and
+    /// lease grants; deletes, compactions and revokes free space).
+    pub fn adds_data(&self) -> bool {
+        fn txn_puts(t: &TxnRequest) -> bool {
+            use cairn_proto::etcdserverpb::request_op::Request as Op;
+            t.success.iter().chain(&t.failure).any(|op| match &op.request {
+                Some(Op::RequestPut(_)) => true,
+                Some(Op::RequestTxn(t)) => txn_puts(t),
+                _ => false,
+            })
+        }
+        match self {
+            Request::Put(_) | Request::LeaseGrant(_) => true,
+            Request::Txn(t) => txn_puts(t),
+            Request::Batch(reqs) => reqs.iter().any(Request::adds_data),
+            _ => false,
+        }
+    }
+
     /// The request's encoded size, as the `--max-request-bytes` check sees it.
     pub fn encoded_len(&self) -> usize {
         match self {

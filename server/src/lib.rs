@@ -18,7 +18,9 @@
 //!   openraft's network, the peer service, forwarding to the leader.
 //! - `cluster`: membership changes, the Cluster service, and the steward
 //!   (pre-vote, publishing, removal, auto promotion).
-//! - `maintenance`: the Maintenance service (Status, MoveLeader).
+//! - `maintenance`: the Maintenance service (Status, alarms, hashes,
+//!   defragment, snapshots, MoveLeader).
+//! - `quota`: the backend quota and the alarms that refuse writes.
 //! - `tracked`: knowing when every storage handle is gone.
 //! - `kv`: the KV service.
 //! - `concurrency`: the Lock and Election services, on leases, revisions
@@ -63,6 +65,7 @@ mod member;
 mod node;
 mod peer;
 mod propose;
+mod quota;
 mod read_index;
 mod status;
 mod tracked;

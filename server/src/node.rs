@@ -37,6 +37,7 @@ use crate::header::Header;
 use crate::kv::{KvParts, KvService};
 use crate::lease::{LeaseService, Lessor};
 use crate::maintenance::{MaintenanceParts, MaintenanceService};
+use crate::quota::Quota;
 use crate::member::{self, MemberIds};
 use crate::peer::{self, Contact, Leader, Network, PeerService, Peers, Route};
 use crate::propose::Proposer;
@@ -363,11 +364,18 @@ impl Node {
             .as_ref()
             .map(|s| s.published.clone())
             .expect("invariant: the steward was just spawned");
+        let quota = Quota::new(
+            self.store.clone(),
+            proposer.clone(),
+            self.ids.member_id,
+            config.quota_backend_bytes(),
+        );
         let lease = LeaseServer::new(LeaseService::new(
             lessor,
             self.store.clone(),
             Header::new(self.ids, &self.raft),
             self.stop_serving.subscribe(),
+            quota.clone(),
             tracker.clone(),
         ));
         let kv = KvService::new(KvParts {
@@ -376,6 +384,7 @@ impl Node {
             reads: reads.clone(),
             header: Header::new(self.ids, &self.raft),
             max_txn_ops: usize::try_from(config.max_txn_ops).unwrap_or(usize::MAX),
+            quota: quota.clone(),
             tracker: tracker.clone(),
         });
         let kv = KvServer::new(kv)
@@ -424,6 +433,7 @@ impl Node {
             me: self.ids.member_id,
             timeout: request_timeout,
             quota: config.quota_backend_bytes(),
+            proposer: proposer.clone(),
             tracker,
         }));
 
