@@ -21,6 +21,7 @@
 //! - `maintenance`: the Maintenance service (Status, alarms, hashes,
 //!   defragment, snapshots, MoveLeader).
 //! - `quota`: the backend quota and the alarms that refuse writes.
+//! - `restore`: a backup restored into a new data dir ([`restore`]).
 //! - `tracked`: knowing when every storage handle is gone.
 //! - `kv`: the KV service.
 //! - `concurrency`: the Lock and Election services, on leases, revisions
@@ -67,6 +68,7 @@ mod peer;
 mod propose;
 mod quota;
 mod read_index;
+mod restore;
 mod status;
 mod tracked;
 mod validate;
@@ -82,3 +84,4 @@ pub use crate::config::{
 pub use crate::error::{Error, Result};
 pub use crate::member::MemberIds;
 pub use crate::node::Node;
+pub use crate::restore::restore;
