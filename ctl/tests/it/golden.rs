@@ -1,0 +1,1 @@
+//! Golden tests: cairnctl's output formats and error messages, exactly.
