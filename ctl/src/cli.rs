@@ -39,7 +39,13 @@ pub(crate) struct Global {
     )]
     pub(crate) endpoints: Vec<String>,
     /// Output format.
-    #[arg(short = 'w', long = "write-out", global = true, value_enum, default_value = "simple")]
+    #[arg(
+        short = 'w',
+        long = "write-out",
+        global = true,
+        value_enum,
+        default_value = "simple"
+    )]
     pub(crate) write_out: Format,
     /// Time to connect to an endpoint.
     #[arg(long, global = true, default_value = "2s", value_parser = parse_duration)]

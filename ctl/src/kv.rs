@@ -9,9 +9,7 @@ use cairn_client::{
 use futures::StreamExt;
 use serde_json::json;
 
-use crate::cli::{
-    CompactionArgs, DelArgs, Format, GetArgs, Global, PutArgs, TxnArgs, WatchArgs,
-};
+use crate::cli::{CompactionArgs, DelArgs, Format, GetArgs, Global, PutArgs, TxnArgs, WatchArgs};
 use crate::output::{header_json, kv_json, print_json, table, text};
 use crate::Quiet;
 
@@ -43,7 +41,11 @@ fn span(key: &str, end: Option<&str>, prefix: bool, from_key: bool) -> Result<(G
             bail!("give one of a range end, --prefix and --from-key")
         }
         (Some(end), false, false) => (Get::range(key, end), Delete::range(key, end)),
+        // As etcdctl: an empty prefix is every key, and an empty key
+        // with --from-key starts at "\0".
+        (None, true, false) if key.is_empty() => (Get::all(), Delete::all()),
         (None, true, false) => (Get::prefix(key), Delete::prefix(key)),
+        (None, false, true) if key.is_empty() => (Get::all(), Delete::all()),
         (None, false, true) => (Get::from_key(key), Delete::from_key(key)),
         (None, false, false) => (Get::one(key), Delete::one(key)),
     })
@@ -95,10 +97,10 @@ pub(crate) async fn get(g: &Global, a: GetArgs) -> Result<()> {
                     out.write_all(&kv.key)?;
                     out.write_all(b"\n")?;
                 }
-                if !a.keys_only {
-                    out.write_all(&kv.value)?;
-                    out.write_all(b"\n")?;
-                }
+                // With --keys-only the value is empty: an empty line, as
+                // etcdctl prints.
+                out.write_all(&kv.value)?;
+                out.write_all(b"\n")?;
             }
         }
     }
@@ -196,8 +198,16 @@ pub(crate) async fn txn(g: &Global, a: TxnArgs) -> Result<()> {
     let interactive = a.interactive || std::io::stdin().is_terminal();
     let mut script = String::new();
     section("compares:", interactive, &mut script)?;
-    section("success requests (get, put, del):", interactive, &mut script)?;
-    section("failure requests (get, put, del):", interactive, &mut script)?;
+    section(
+        "success requests (get, put, del):",
+        interactive,
+        &mut script,
+    )?;
+    section(
+        "failure requests (get, put, del):",
+        interactive,
+        &mut script,
+    )?;
     let t = crate::txn::parse(&script)?;
     let r = connect(g).await?.txn(t).await?;
     if g.write_out == Format::Json {

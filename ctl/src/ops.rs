@@ -158,7 +158,12 @@ pub(crate) async fn member(g: &Global, cmd: MemberCommand) -> Result<()> {
         .map(|m| {
             vec![
                 m.id.to_string(),
-                if m.name.is_empty() { "unstarted" } else { "started" }.to_owned(),
+                if m.name.is_empty() {
+                    "unstarted"
+                } else {
+                    "started"
+                }
+                .to_owned(),
                 m.name.clone(),
                 m.peer_urls.join(","),
                 m.client_urls.join(","),
@@ -177,7 +182,14 @@ pub(crate) async fn member(g: &Global, cmd: MemberCommand) -> Result<()> {
         Format::Table => print!(
             "{}",
             table(
-                &["ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"],
+                &[
+                    "ID",
+                    "STATUS",
+                    "NAME",
+                    "PEER ADDRS",
+                    "CLIENT ADDRS",
+                    "IS LEARNER"
+                ],
                 &rows
             )
         ),
@@ -404,7 +416,11 @@ pub(crate) async fn alarm(g: &Global, cmd: AlarmCommand) -> Result<()> {
             .collect::<Vec<_>>())),
         _ => {
             for a in &shown {
-                println!("memberID:{} alarm:{}", a.member_id.get(), alarm_name(a.kind));
+                println!(
+                    "memberID:{} alarm:{}",
+                    a.member_id.get(),
+                    alarm_name(a.kind)
+                );
             }
         }
     }

@@ -130,12 +130,15 @@ pub(crate) fn parse(script: &str) -> Result<Txn> {
         .iter()
         .map(|l| compare(l))
         .collect::<Result<Vec<_>>>()?;
-    let success = sections[1].iter().map(|l| op(l)).collect::<Result<Vec<_>>>()?;
-    let failure = sections[2].iter().map(|l| op(l)).collect::<Result<Vec<_>>>()?;
-    Ok(Txn::new()
-        .when(compares)
-        .and_then(success)
-        .or_else(failure))
+    let success = sections[1]
+        .iter()
+        .map(|l| op(l))
+        .collect::<Result<Vec<_>>>()?;
+    let failure = sections[2]
+        .iter()
+        .map(|l| op(l))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Txn::new().when(compares).and_then(success).or_else(failure))
 }
 
 #[cfg(test)]
@@ -154,7 +157,8 @@ mod tests {
 
     #[test]
     fn scripts_parse() {
-        let t = parse("mod(\"k\") > \"0\"\nvalue(\"k\") = \"v\"\n\nput k w\nget k\n\ndel k\n").unwrap();
+        let t =
+            parse("mod(\"k\") > \"0\"\nvalue(\"k\") = \"v\"\n\nput k w\nget k\n\ndel k\n").unwrap();
         let expected = Txn::new()
             .when([
                 Compare::mod_revision("k", CompareOp::Greater, Revision::new(0)),

@@ -70,7 +70,15 @@ pub struct BackupInfo {
 }
 
 fn bad(what: &str) -> Error {
-    Error::Corruption(format!("backup: {what}"))
+    Error::BadBackup(what.to_owned())
+}
+
+/// A damaged snapshot inside a backup is a bad backup, not a bad data dir.
+fn as_backup(e: Error) -> Error {
+    match e {
+        Error::Corruption(what) => Error::BadBackup(what),
+        other => other,
+    }
 }
 
 impl Store {
@@ -138,10 +146,10 @@ fn unwrap(bytes: &[u8]) -> Result<&[u8]> {
 /// and create revisions sane, every live key's lease present).
 ///
 /// # Errors
-/// [`Error::Corruption`] naming the first problem found.
+/// [`Error::BadBackup`] naming the first problem found.
 pub fn verify(bytes: &[u8]) -> Result<BackupInfo> {
     let snap = unwrap(bytes)?;
-    let d = Decoded::new(snap)?;
+    let d = Decoded::new(snap).map_err(as_backup)?;
     let h = &d.header;
     if h.compact > h.revision || h.compact_done > h.compact {
         return Err(bad(&format!(
@@ -155,12 +163,15 @@ pub fn verify(bytes: &[u8]) -> Result<BackupInfo> {
     let mut leases = BTreeSet::new();
     let mut alarms = Vec::new();
     for r in d.records() {
-        let (k, v) = r?;
+        let (k, v) = r.map_err(as_backup)?;
         hasher.update(k);
         hasher.update(v);
         if let Some((rev, tombstone)) = Revision::from_key(k) {
             if last.is_some_and(|l| rev <= l) {
-                return Err(bad(&format!("revision {}.{} out of order", rev.main, rev.sub)));
+                return Err(bad(&format!(
+                    "revision {}.{} out of order",
+                    rev.main, rev.sub
+                )));
             }
             last = Some(rev);
             if rev.main > h.revision {
@@ -200,10 +211,7 @@ pub fn verify(bytes: &[u8]) -> Result<BackupInfo> {
             leases.insert(id);
         }
     }
-    if let Some((key, lease)) = live
-        .iter()
-        .find(|(_, l)| **l != 0 && !leases.contains(*l))
-    {
+    if let Some((key, lease)) = live.iter().find(|(_, l)| **l != 0 && !leases.contains(*l)) {
         return Err(bad(&format!(
             "key {:?} is attached to lease {lease:x}, which is missing",
             String::from_utf8_lossy(key)
@@ -234,7 +242,7 @@ pub fn verify(bytes: &[u8]) -> Result<BackupInfo> {
 /// voters. Every member of the new cluster is restored from the same backup.
 ///
 /// # Errors
-/// [`Error::Corruption`] for a backup that does not verify or a `dir` that
+/// [`Error::BadBackup`] for a backup that does not verify or a `dir` that
 /// already holds a database; storage errors otherwise.
 pub fn restore(
     bytes: &[u8],
@@ -323,7 +331,10 @@ mod tests {
         let mut flipped = b.clone();
         flipped[100] ^= 1;
         assert!(verify(&flipped).unwrap_err().to_string().contains("digest"));
-        assert!(verify(&b[..b.len() - 1]).unwrap_err().to_string().contains("size"));
+        assert!(verify(&b[..b.len() - 1])
+            .unwrap_err()
+            .to_string()
+            .contains("size"));
         // A record changed and the digest recomputed: the crc catches it.
         let mut forged = b[..b.len() - DIGEST_LEN].to_vec();
         forged[PREFIX_LEN + 60] ^= 1;

@@ -23,6 +23,9 @@ pub enum Error {
     /// The data dir holds bytes this version cannot make sense of.
     #[error("corrupt data dir: {0}")]
     Corruption(String),
+    /// A backup file is damaged or is not a Cairn backup.
+    #[error("bad backup: {0}")]
+    BadBackup(String),
 }
 
 /// Crate-wide result.

@@ -39,14 +39,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use cairn_proto::etcdserverpb::{
-    compare::{CompareResult, CompareTarget, TargetUnion},
     alarm_request::AlarmAction,
+    compare::{CompareResult, CompareTarget, TargetUnion},
     range_request::{SortOrder, SortTarget},
     request_op, response_op, AlarmMember, AlarmRequest, AlarmResponse, AlarmType,
-    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest,
-    DeleteRangeResponse, LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseGrantRequest,
-    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use cairn_proto::mvccpb::{event::EventType, Event, KeyValue};
 use openraft::{Entry, EntryPayload, LogId, StoredMembership};
@@ -654,8 +654,8 @@ fn load_state(tree: &sled::Tree) -> Result<Loaded> {
     }
     for item in tree.scan_prefix(ALARM_PREFIX) {
         let (k, _) = item?;
-        let alarm = parse_alarm_key(&k)
-            .ok_or_else(|| Error::Corruption(format!("bad alarm key {k:?}")))?;
+        let alarm =
+            parse_alarm_key(&k).ok_or_else(|| Error::Corruption(format!("bad alarm key {k:?}")))?;
         st.alarms.insert(alarm);
     }
     let mut in_use = 0u64;

@@ -42,8 +42,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::lease;
 use crate::mvcc::{
-    alarm_key, encode_postcard, parse_alarm_key, Store, META_APPLIED, META_COMPACT, META_COMPACT_DONE, META_MEMBERSHIP,
-    META_REV,
+    alarm_key, encode_postcard, parse_alarm_key, Store, META_APPLIED, META_COMPACT,
+    META_COMPACT_DONE, META_MEMBERSHIP, META_REV,
 };
 use crate::revision::{self, Revision};
 use crate::typ::NodeId;

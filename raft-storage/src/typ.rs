@@ -8,9 +8,10 @@
 use std::io::Cursor;
 
 use cairn_proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
-    LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseGrantRequest, LeaseGrantResponse,
-    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, TxnRequest, TxnResponse,
+    AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DeleteRangeRequest,
+    DeleteRangeResponse, LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseGrantRequest,
+    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse,
+    TxnRequest, TxnResponse,
 };
 use prost::Message;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -176,11 +177,14 @@ impl Request {
     pub fn adds_data(&self) -> bool {
         fn txn_puts(t: &TxnRequest) -> bool {
             use cairn_proto::etcdserverpb::request_op::Request as Op;
-            t.success.iter().chain(&t.failure).any(|op| match &op.request {
-                Some(Op::RequestPut(_)) => true,
-                Some(Op::RequestTxn(t)) => txn_puts(t),
-                _ => false,
-            })
+            t.success
+                .iter()
+                .chain(&t.failure)
+                .any(|op| match &op.request {
+                    Some(Op::RequestPut(_)) => true,
+                    Some(Op::RequestTxn(t)) => txn_puts(t),
+                    _ => false,
+                })
         }
         match self {
             Request::Put(_) | Request::LeaseGrant(_) => true,

@@ -115,9 +115,15 @@ async fn backup_verify_destroy_restore_into_a_new_cluster() {
             .ok();
         assert!(v.contains(": OK (revision"), "{v}");
     }
-    let status = cairnctl(&["-w", "json", "snapshot", "status", ours.to_str().expect("utf-8")])
-        .await
-        .ok();
+    let status = cairnctl(&[
+        "-w",
+        "json",
+        "snapshot",
+        "status",
+        ours.to_str().expect("utf-8"),
+    ])
+    .await
+    .ok();
     let status: serde_json::Value = serde_json::from_str(&status).expect("json");
     let at = status["revision"].as_i64().expect("revision");
     eprintln!(
@@ -185,7 +191,10 @@ async fn backup_verify_destroy_restore_into_a_new_cluster() {
 
     let nodes = support::start_all(&new, "new-cluster").await;
     let client = support::client(&new).await;
-    let got = client.get(Get::all()).await.expect("read the restored cluster");
+    let got = client
+        .get(Get::all())
+        .await
+        .expect("read the restored cluster");
     assert_eq!(got.header.revision.get(), at, "the revision is kept");
     assert_eq!(rows(&got.kvs), expected, "every key, value and revision");
     // The lease and its keys came along.
@@ -198,7 +207,10 @@ async fn backup_verify_destroy_restore_into_a_new_cluster() {
     // Every member holds the same history, and the cluster takes writes.
     let hashes = cairnctl(&[
         "--endpoints",
-        &new.iter().map(|m| m.client_url()).collect::<Vec<_>>().join(","),
+        &new.iter()
+            .map(|m| m.client_url())
+            .collect::<Vec<_>>()
+            .join(","),
         "-w",
         "json",
         "endpoint",
@@ -209,7 +221,12 @@ async fn backup_verify_destroy_restore_into_a_new_cluster() {
     .await
     .ok();
     let hashes: serde_json::Value = serde_json::from_str(&hashes).expect("json");
-    let hashes: Vec<_> = hashes.as_array().expect("array").iter().map(|h| h["hash"].clone()).collect();
+    let hashes: Vec<_> = hashes
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|h| h["hash"].clone())
+        .collect();
     assert_eq!(hashes.len(), 3);
     assert!(hashes.iter().all(|h| *h == hashes[0]), "{hashes:?}");
     let put = client.put(Put::new("after", "restore")).await.expect("put");

@@ -79,7 +79,9 @@ pub fn config(m: &Member, members: &[Member], token: &str) -> Config {
 
 /// Starts every member (concurrently: each waits for the others).
 pub async fn start_all(members: &[Member], token: &str) -> Vec<Node> {
-    let starts = members.iter().map(|m| Node::start(config(m, members, token)));
+    let starts = members
+        .iter()
+        .map(|m| Node::start(config(m, members, token)));
     futures::future::join_all(starts)
         .await
         .into_iter()

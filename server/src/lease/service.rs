@@ -80,7 +80,9 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         let id = request.into_inner().id;
         self.quota
-            .admit(&cairn_raft_storage::Request::LeaseRevoke(LeaseRevokeRequest { id }))
+            .admit(&cairn_raft_storage::Request::LeaseRevoke(
+                LeaseRevokeRequest { id },
+            ))
             .await?;
         let mut resp = self.lessor.revoke(id).await?;
         resp.header = self.header.fill(resp.header);
