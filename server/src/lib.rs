@@ -29,6 +29,7 @@
 //! - `lease`: the Lease service and the lessor, which expires leases
 //!   through Raft on the leader.
 //! - `watch`: the Watch service and the watch hub that decorates the store.
+//! - `backups`: scheduled backups (`--backup-dir`), written atomically.
 //! - `compactor`: auto compaction, proposed through Raft by the leader.
 //! - `validate`: etcd's API-layer request checks, as pure functions.
 //! - `propose`: proposing through Raft with the size limit and timeout.
@@ -53,6 +54,7 @@
 
 #![warn(missing_docs)]
 
+mod backups;
 mod cluster;
 mod compactor;
 mod concurrency;

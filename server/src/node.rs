@@ -41,6 +41,7 @@ use crate::member::{self, MemberIds};
 use crate::peer::{self, Contact, Leader, Network, PeerService, Peers, Route};
 use crate::propose::Proposer;
 use crate::quota::Quota;
+use crate::backups;
 use crate::read_index::ReadBarrier;
 use crate::status::GrpcCompat;
 use crate::tracked::{self, Released, TrackedStateMachine};
@@ -70,6 +71,8 @@ pub struct Node {
     servers: Vec<JoinHandle<std::result::Result<(), tonic::transport::Error>>>,
     read_barrier: JoinHandle<()>,
     auto_compactor: Option<JoinHandle<()>>,
+    /// Scheduled backups (`--backup-dir`).
+    backups: Option<JoinHandle<()>>,
     batcher: Option<JoinHandle<()>>,
     /// The watch hub and its sync thread.
     watch: Option<(Arc<Hub>, std::thread::JoinHandle<()>)>,
@@ -186,6 +189,7 @@ impl Node {
             servers: Vec::new(),
             read_barrier: tokio::spawn(async {}),
             auto_compactor: None,
+            backups: None,
             batcher: None,
             watch: None,
             lessor: None,
@@ -335,6 +339,16 @@ impl Node {
                 self.raft.clone(),
                 self.store.clone(),
                 proposer.clone(),
+            ));
+        }
+        if let Some(dir) = &config.backup_dir {
+            self.backups = Some(backups::spawn(
+                self.store.clone(),
+                backups::Schedule {
+                    dir: dir.clone(),
+                    interval: config.backup_interval,
+                    retention: config.backup_retention,
+                },
             ));
         }
         self.lessor = Some(lessor.spawn(
@@ -524,6 +538,7 @@ impl Node {
             servers,
             read_barrier,
             auto_compactor,
+            backups,
             batcher,
             watch,
             lessor,
@@ -531,6 +546,9 @@ impl Node {
             mut released,
         } = self;
         if let Some(task) = auto_compactor {
+            task.abort();
+        }
+        if let Some(task) = backups {
             task.abort();
         }
         if let Some(steward) = steward {

@@ -236,3 +236,58 @@ async fn backup_verify_destroy_restore_into_a_new_cluster() {
         n.shutdown().await;
     }
 }
+
+/// `--backup-dir`: backups appear on schedule, each verifies, and only the
+/// newest `--backup-retention` are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_backups_verify_and_rotate() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let members = support::reserve(2, 1, root.path(), "s");
+    let dir = root.path().join("backups");
+    let mut config = support::config(&members[0], &members, "scheduled");
+    config.backup_dir = Some(dir.clone());
+    config.backup_interval = std::time::Duration::from_millis(200);
+    config.backup_retention = 2;
+    let node = cairn_server::Node::start(config).await.expect("starts");
+    let client = support::client(&members).await;
+    let list = || {
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    // Writes between backups, until at least four backups were taken (the
+    // newest names a revision past the first few).
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    let mut i = 0;
+    loop {
+        client.put(Put::new(format!("s/{i}"), "v")).await.expect("put");
+        i += 1;
+        let names = list();
+        assert!(names.len() <= 2, "retention: {names:?}");
+        if names.iter().any(|n| {
+            n.rsplit_once("-rev")
+                .and_then(|(_, r)| r.trim_end_matches(".db").parse::<i64>().ok())
+                .is_some_and(|r| r > 20)
+        }) && names.len() == 2
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no rotation within 20 s: {names:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for name in list() {
+        assert!(name.ends_with(".db"), "only whole backups: {name}");
+        let path = dir.join(&name);
+        let v = cairnctl(&["snapshot", "verify", path.to_str().expect("utf-8")])
+            .await
+            .ok();
+        assert!(v.contains(": OK (revision"), "{v}");
+    }
+    drop(client);
+    node.shutdown().await;
+}
