@@ -121,7 +121,11 @@ mod tests {
         left.sort();
         assert_eq!(
             left,
-            vec!["backup-0000000000004-rev1.db", "backup-0000000000005-rev1.db", "other.db"]
+            vec![
+                "backup-0000000000004-rev1.db",
+                "backup-0000000000005-rev1.db",
+                "other.db"
+            ]
         );
     }
 }

@@ -214,6 +214,17 @@ pub struct Config {
     )]
     pub experimental_auto_promote_learners: bool,
 
+    /// Time between periodic corruption checks: the leader compares every
+    /// member's HashKV with its own, and raises CORRUPT on a mismatch (0s:
+    /// off, as etcd's default).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME",
+        default_value = "0s",
+        value_parser = duration::parse
+    )]
+    pub experimental_corrupt_check_time: Duration,
+
     /// Directory for scheduled backups, each a file `cairnctl snapshot
     /// verify` checks (Cairn's own flag; off when not given).
     #[arg(long, env = "ETCD_BACKUP_DIR")]
@@ -512,6 +523,7 @@ impl Config {
             strict_reconfig_check: true,
             force_new_cluster: false,
             experimental_auto_promote_learners: false,
+            experimental_corrupt_check_time: Duration::ZERO,
             backup_dir: None,
             backup_interval: Duration::from_secs(3600),
             backup_retention: 24,

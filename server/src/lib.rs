@@ -30,6 +30,7 @@
 //!   through Raft on the leader.
 //! - `watch`: the Watch service and the watch hub that decorates the store.
 //! - `backups`: scheduled backups (`--backup-dir`), written atomically.
+//! - `corruption`: the periodic HashKV comparison that raises CORRUPT.
 //! - `compactor`: auto compaction, proposed through Raft by the leader.
 //! - `validate`: etcd's API-layer request checks, as pure functions.
 //! - `propose`: proposing through Raft with the size limit and timeout.
@@ -59,6 +60,7 @@ mod cluster;
 mod compactor;
 mod concurrency;
 mod config;
+mod corruption;
 mod error;
 mod header;
 mod kv;

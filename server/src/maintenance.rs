@@ -324,7 +324,7 @@ impl Maintenance for MaintenanceService {
             .scan(0usize, |sent, blob| {
                 *sent += blob.len();
                 Some(Ok(SnapshotResponse {
-                    header: header.clone(),
+                    header,
                     remaining_bytes: (total - *sent) as u64,
                     blob: blob.to_vec(),
                     version: ETCD_VERSION.to_owned(),

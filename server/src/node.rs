@@ -41,11 +41,11 @@ use crate::member::{self, MemberIds};
 use crate::peer::{self, Contact, Leader, Network, PeerService, Peers, Route};
 use crate::propose::Proposer;
 use crate::quota::Quota;
-use crate::backups;
 use crate::read_index::ReadBarrier;
 use crate::status::GrpcCompat;
 use crate::tracked::{self, Released, TrackedStateMachine};
 use crate::watch::{Hub, WatchService};
+use crate::{backups, corruption};
 
 /// gRPC framing and etcd's own envelope on top of `--max-request-bytes`
 /// (etcd's `grpcOverheadBytes`).
@@ -73,6 +73,8 @@ pub struct Node {
     auto_compactor: Option<JoinHandle<()>>,
     /// Scheduled backups (`--backup-dir`).
     backups: Option<JoinHandle<()>>,
+    /// The periodic corruption check.
+    corruption: Option<JoinHandle<()>>,
     batcher: Option<JoinHandle<()>>,
     /// The watch hub and its sync thread.
     watch: Option<(Arc<Hub>, std::thread::JoinHandle<()>)>,
@@ -190,6 +192,7 @@ impl Node {
             read_barrier: tokio::spawn(async {}),
             auto_compactor: None,
             backups: None,
+            corruption: None,
             batcher: None,
             watch: None,
             lessor: None,
@@ -339,6 +342,18 @@ impl Node {
                 self.raft.clone(),
                 self.store.clone(),
                 proposer.clone(),
+            ));
+        }
+        if !config.experimental_corrupt_check_time.is_zero() {
+            self.corruption = Some(corruption::spawn(
+                corruption::Checker {
+                    raft: self.raft.clone(),
+                    store: self.store.clone(),
+                    route: route.clone(),
+                    proposer: proposer.clone(),
+                    me: self.ids.member_id,
+                },
+                config.experimental_corrupt_check_time,
             ));
         }
         if let Some(dir) = &config.backup_dir {
@@ -539,6 +554,7 @@ impl Node {
             read_barrier,
             auto_compactor,
             backups,
+            corruption,
             batcher,
             watch,
             lessor,
@@ -549,6 +565,9 @@ impl Node {
             task.abort();
         }
         if let Some(task) = backups {
+            task.abort();
+        }
+        if let Some(task) = corruption {
             task.abort();
         }
         if let Some(steward) = steward {

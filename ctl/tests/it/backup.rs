@@ -265,7 +265,10 @@ async fn scheduled_backups_verify_and_rotate() {
     let deadline = Instant::now() + std::time::Duration::from_secs(20);
     let mut i = 0;
     loop {
-        client.put(Put::new(format!("s/{i}"), "v")).await.expect("put");
+        client
+            .put(Put::new(format!("s/{i}"), "v"))
+            .await
+            .expect("put");
         i += 1;
         let names = list();
         assert!(names.len() <= 2, "retention: {names:?}");
@@ -277,7 +280,10 @@ async fn scheduled_backups_verify_and_rotate() {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "no rotation within 20 s: {names:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no rotation within 20 s: {names:?}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     for name in list() {

@@ -67,7 +67,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         let req = request.into_inner();
         self.quota
-            .admit(&cairn_raft_storage::Request::LeaseGrant(req.clone()))
+            .admit(&cairn_raft_storage::Request::LeaseGrant(req))
             .await?;
         let mut resp = self.lessor.grant(req).await?;
         resp.header = self.header.fill(resp.header);
