@@ -4,8 +4,10 @@
 //! - `golden`: the output formats and the error messages, exactly.
 //! - `backup`: the backup-and-restore runbook, end to end, on 3 members.
 //! - `quota`: NOSPACE, then recovery by compact, defrag and disarm.
+//! - `corrupt`: the periodic corruption check raises CORRUPT.
 
 mod backup;
+mod corrupt;
 mod golden;
 mod quota;
 mod support;
