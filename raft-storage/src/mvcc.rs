@@ -1702,4 +1702,92 @@ mod tests {
         store.wait_compacted(3001).await;
         assert_eq!(store.stored_revisions(), 10);
     }
+
+    /// HashKV covers what every member keeps: the same before and after
+    /// physical compaction, and in-use bytes drop once it ran.
+    #[tokio::test]
+    async fn hash_kv_ignores_physical_compaction_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = Store::open(&db).unwrap();
+        store
+            .apply((1..=300).map(|i| put(i, &format!("k{}", i % 7))).collect())
+            .unwrap();
+        store.apply(vec![delete(301, "k3")]).unwrap();
+        let pause = store.shared.comp.pause();
+        let compact = Request::Compaction(CompactionRequest {
+            revision: 250,
+            physical: false,
+        });
+        store.apply(vec![entry(302, compact)]).unwrap();
+        let in_use = store.size_in_use();
+        let before = store.hash_kv(0).unwrap();
+        let at = store.hash_kv(280).unwrap();
+        drop(pause);
+        store.wait_compacted(250).await;
+        assert!(store.size_in_use() < in_use / 2);
+        assert_eq!(store.hash_kv(0).unwrap(), before);
+        assert_eq!(store.hash_kv(280).unwrap(), at);
+        assert_ne!(before.0, at.0);
+        assert_eq!((before.1, before.2), (250, 302));
+        assert!(matches!(store.hash_kv(200), Err(Error::Compacted)));
+        assert!(matches!(store.hash_kv(303), Err(Error::FutureRevision)));
+    }
+
+    /// NOSPACE refuses what adds data, at apply, and survives a reopen;
+    /// deactivating lifts it.
+    #[test]
+    fn nospace_refuses_puts_txns_with_puts_and_grants() {
+        use cairn_proto::etcdserverpb::{alarm_request::AlarmAction, RequestOp};
+        let dir = tempfile::tempdir().unwrap();
+        let alarm = |action: AlarmAction| {
+            Request::Alarm(AlarmRequest {
+                action: action as i32,
+                member_id: 7,
+                alarm: AlarmType::Nospace as i32,
+            })
+        };
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let store = Store::open(&db).unwrap();
+            store
+                .apply(vec![put(1, "a"), entry(2, alarm(AlarmAction::Activate))])
+                .unwrap();
+            assert_eq!(store.alarms(), vec![(7, AlarmType::Nospace as i32)]);
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let store = Store::open(&db).unwrap();
+        assert_eq!(store.alarms(), vec![(7, AlarmType::Nospace as i32)]);
+        let txn_put = Request::Txn(TxnRequest {
+            success: vec![RequestOp {
+                request: Some(request_op::Request::RequestPut(PutRequest {
+                    key: b"t".to_vec(),
+                    ..Default::default()
+                })),
+            }],
+            ..Default::default()
+        });
+        let grant = Request::LeaseGrant(LeaseGrantRequest { ttl: 10, id: 5 });
+        let out = store
+            .apply(vec![
+                put(3, "b"),
+                entry(4, txn_put.clone()),
+                entry(5, grant.clone()),
+                delete(6, "a"),
+            ])
+            .unwrap();
+        let refused = Response::Rejected(ApplyError::NoSpace);
+        assert_eq!(out[..3], [refused.clone(), refused.clone(), refused]);
+        assert!(matches!(out[3], Response::DeleteRange(_)));
+        assert_eq!(store.revision(), 3, "only the delete changed anything");
+        store
+            .apply(vec![entry(7, alarm(AlarmAction::Deactivate))])
+            .unwrap();
+        assert!(store.alarms().is_empty());
+        let out = store
+            .apply(vec![entry(8, txn_put), entry(9, grant)])
+            .unwrap();
+        assert!(matches!(out[0], Response::Txn(_)));
+        assert!(matches!(out[1], Response::LeaseGrant(_)));
+    }
 }
