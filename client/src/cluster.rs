@@ -296,9 +296,9 @@ impl Client {
 /// Maintenance calls, from [`Client::maintenance`] (any endpoint) or
 /// [`Client::maintenance_at`] (one member).
 ///
-/// Cairn answers Alarm, Defragment, HashKV and Snapshot with
-/// [`Error::Unimplemented`] until its operations issue lands; etcd serves
-/// them all.
+/// Cairn and etcd serve them all; Cairn's snapshot is its own format in
+/// etcd's envelope (padded to 512 bytes, a trailing SHA-256), restored with
+/// `cairnctl snapshot restore`.
 #[derive(Debug, Clone)]
 pub struct Maintenance<'a> {
     client: &'a Client,
@@ -363,7 +363,7 @@ impl Maintenance<'_> {
     ///
     /// # Errors
     ///
-    /// [`Error::Unimplemented`] on Cairn (for now).
+    /// [`Error::Timeout`] or [`Error::Unavailable`] if no member answered.
     pub async fn alarms(&self) -> Result<Vec<Alarm>> {
         let request = pb::AlarmRequest {
             action: pb::alarm_request::AlarmAction::Get as i32,
@@ -378,7 +378,7 @@ impl Maintenance<'_> {
     ///
     /// # Errors
     ///
-    /// [`Error::Unimplemented`] on Cairn (for now), [`Error::Ambiguous`] if
+    /// [`Error::Ambiguous`] if
     /// the outcome is unknown.
     pub async fn alarm_disarm(&self, alarm: Alarm) -> Result<Vec<Alarm>> {
         let request = pb::AlarmRequest {
@@ -389,13 +389,14 @@ impl Maintenance<'_> {
         self.alarm(request, Policy::Write).await
     }
 
-    /// Defragments the member's database, giving freed space back to the
-    /// file system. The member stalls meanwhile: defragment one member at
-    /// a time, with [`Client::maintenance_at`].
+    /// Defragments the member's database. etcd gives freed space back to
+    /// the file system and stalls the member meanwhile: defragment one
+    /// member at a time, with [`Client::maintenance_at`]. Cairn does not
+    /// stall (and sled keeps its file size, reusing the space).
     ///
     /// # Errors
     ///
-    /// [`Error::Unimplemented`] on Cairn (for now).
+    /// [`Error::Timeout`] or [`Error::Unavailable`] if it did not answer.
     pub async fn defragment(&self) -> Result<ResponseHeader> {
         let r = self
             .client
@@ -415,8 +416,7 @@ impl Maintenance<'_> {
     ///
     /// # Errors
     ///
-    /// [`Error::Compacted`], [`Error::FutureRevision`],
-    /// [`Error::Unimplemented`] on Cairn (for now).
+    /// [`Error::Compacted`], [`Error::FutureRevision`].
     pub async fn hash_kv(&self, revision: Option<Revision>) -> Result<HashKv> {
         let request = pb::HashKvRequest {
             revision: revision.map_or(0, Revision::get),
@@ -481,7 +481,7 @@ impl Maintenance<'_> {
     /// # Errors
     ///
     /// [`Error::Io`] if writing fails, [`Error::SnapshotTruncated`] if the
-    /// stream ends early, [`Error::Unimplemented`] on Cairn (for now).
+    /// stream ends early.
     pub async fn snapshot<W>(&self, writer: &mut W) -> Result<u64>
     where
         W: AsyncWrite + Unpin + ?Sized,

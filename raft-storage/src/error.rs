@@ -23,6 +23,9 @@ pub enum Error {
     /// The data dir holds bytes this version cannot make sense of.
     #[error("corrupt data dir: {0}")]
     Corruption(String),
+    /// A backup file is damaged or is not a Cairn backup.
+    #[error("bad backup: {0}")]
+    BadBackup(String),
 }
 
 /// Crate-wide result.
@@ -47,6 +50,10 @@ pub enum ApplyError {
     /// A put with ignore_value or ignore_lease on a key that does not exist.
     #[error("key not found")]
     KeyNotFound,
+    /// A put, a txn that puts, or a lease grant while the NOSPACE alarm is
+    /// active (etcd's capped applier).
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
 }
 
 // Written out rather than `#[from]`, which would also make the cause the

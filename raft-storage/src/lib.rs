@@ -14,6 +14,8 @@
 //! - `log_store`: [`LogStore`], with group commit.
 //! - `state_machine`, `snapshot`: [`StateMachine`] and its snapshots.
 //! - `storage`: [`open`] a data dir.
+//! - `backup`: backups (the Snapshot RPC's stream): take, [`verify`] and
+//!   [`restore`], the last two with no server.
 //!
 //! # Invariants
 //! - This crate knows nothing of tonic or the network; it sees only the
@@ -28,6 +30,7 @@
 //!   history a watcher replays from there has no gaps.
 //! - Log purge never outruns what is durable in the state machine.
 
+mod backup;
 mod changes;
 mod error;
 mod index;
@@ -40,6 +43,7 @@ mod state_machine;
 mod storage;
 pub mod typ;
 
+pub use backup::{restore, verify, BackupInfo};
 pub use changes::{Changes, HistoryPage, Observer};
 pub use error::{ApplyError, Error, Result};
 pub use lease::Lease;

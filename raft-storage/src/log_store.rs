@@ -177,6 +177,19 @@ impl LogStore {
         Ok(())
     }
 
+    /// Records `vote` durably: a restored member starts in the backup's
+    /// term, so its new entries get later terms.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub(crate) fn set_vote(&self, vote: &Vote<NodeId>) -> Result<()> {
+        self.raft.insert(KEY_VOTE, encode(vote))?;
+        // Durability: the vote is on disk before the member first starts.
+        self.db.flush()?;
+        Ok(())
+    }
+
     fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry<TypeConfig>>> {
         let start = match range.start_bound() {
             Bound::Included(i) => Bound::Included(i.to_be_bytes()),

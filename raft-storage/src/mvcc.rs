@@ -10,6 +10,7 @@
 //! b"m/compact"       -> i64 BE                    compact revision (scheduled)
 //! b"m/compact_done"  -> i64 BE                    physical compaction finished up to
 //! b"l/" | id i64 BE  -> lease (see `lease.rs`)
+//! b"a/" | member u64 BE | alarm i32 BE -> empty     an active alarm
 //! ```
 //!
 //! A tombstone's value is a `KeyValue` with only `key` and `mod_revision`.
@@ -31,19 +32,21 @@
 //! pauses compaction instead of holding `gate`, so reads never queue behind
 //! a compaction batch that waits for a long build.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use cairn_proto::etcdserverpb::{
+    alarm_request::AlarmAction,
     compare::{CompareResult, CompareTarget, TargetUnion},
     range_request::{SortOrder, SortTarget},
-    request_op, response_op, CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest,
-    DeleteRangeResponse, LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseGrantRequest,
-    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    request_op, response_op, AlarmMember, AlarmRequest, AlarmResponse, AlarmType,
+    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use cairn_proto::mvccpb::{event::EventType, Event, KeyValue};
 use openraft::{Entry, EntryPayload, LogId, StoredMembership};
@@ -62,6 +65,32 @@ pub(crate) const META_MEMBERSHIP: &[u8] = b"m/membership";
 pub(crate) const META_REV: &[u8] = b"m/rev";
 pub(crate) const META_COMPACT: &[u8] = b"m/compact";
 pub(crate) const META_COMPACT_DONE: &[u8] = b"m/compact_done";
+/// The prefix of alarm records.
+pub(crate) const ALARM_PREFIX: &[u8] = b"a/";
+
+/// The record key of `alarm` raised for `member`.
+pub(crate) fn alarm_key(member: u64, alarm: i32) -> Vec<u8> {
+    let mut k = ALARM_PREFIX.to_vec();
+    k.extend_from_slice(&member.to_be_bytes());
+    k.extend_from_slice(&alarm.to_be_bytes());
+    k
+}
+
+/// Parses an alarm record key.
+pub(crate) fn parse_alarm_key(k: &[u8]) -> Option<(u64, i32)> {
+    let rest = k.strip_prefix(ALARM_PREFIX)?;
+    if rest.len() != 12 {
+        return None;
+    }
+    let member = u64::from_be_bytes(rest[..8].try_into().ok()?);
+    let alarm = i32::from_be_bytes(rest[8..].try_into().ok()?);
+    Some((member, alarm))
+}
+
+/// The bytes a record takes in use, as the quota counts them.
+fn record_bytes(k: &[u8], v: &[u8]) -> u64 {
+    (k.len() + v.len()) as u64
+}
 
 /// Changes deleted per physical-compaction batch; apply waits at most for
 /// one batch.
@@ -82,6 +111,8 @@ pub(crate) struct State {
     pub applied: Option<LogId<NodeId>>,
     pub membership: Membership,
     pub leases: Leases,
+    /// Active alarms: (member id, `AlarmType` as i32).
+    pub alarms: BTreeSet<(u64, i32)>,
 }
 
 /// A physical compaction to run: delete every change at or below `rev`
@@ -102,6 +133,9 @@ pub(crate) struct Compaction {
     stop: AtomicBool,
     /// Snapshot builds under way; batches wait while it is above zero.
     paused: AtomicUsize,
+    /// Bytes of revision records on disk (keys and values), what the
+    /// quota counts: apply adds, physical compaction subtracts.
+    pub(crate) in_use: AtomicU64,
 }
 
 /// Keeps physical compaction paused while it lives.
@@ -205,6 +239,7 @@ impl Store {
             state,
             done,
             resume,
+            in_use,
         } = load_state(&tree)?;
         let (tx, _) = tokio::sync::watch::channel(done);
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
@@ -213,6 +248,7 @@ impl Store {
             compacted: tx,
             stop: AtomicBool::new(false),
             paused: AtomicUsize::new(0),
+            in_use: AtomicU64::new(in_use),
         });
         let handle = {
             let (tree, comp) = (tree.clone(), comp.clone());
@@ -287,6 +323,104 @@ impl Store {
         self.shared.db.size_on_disk().unwrap_or(0)
     }
 
+    /// The bytes the quota counts: every revision record on disk, keys and
+    /// values. Compaction lowers it as soon as its physical part deleted
+    /// the records; sled reuses the space they took.
+    pub fn size_in_use(&self) -> u64 {
+        self.shared.comp.in_use.load(Ordering::SeqCst)
+    }
+
+    /// etcd's Defragment, as far as sled 0.34 allows: waits out nothing
+    /// and blocks nobody; it flushes the database so that sled's segment
+    /// cleaner can rewrite the segments physical compaction emptied.
+    /// sled keeps the file's size and reuses the freed space (see
+    /// [`Store::size_in_use`]).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn defragment(&self) -> Result<()> {
+        self.shared.db.flush()?;
+        Ok(())
+    }
+
+    /// The active alarms, as (member id, `AlarmType` as i32), ascending.
+    pub fn alarms(&self) -> Vec<(u64, i32)> {
+        self.shared.state.read().alarms.iter().copied().collect()
+    }
+
+    /// etcd's HashKV: a hash of the MVCC history up to main revision `rev`
+    /// (0: the current revision). Returns (hash, compact revision, the
+    /// revision hashed).
+    ///
+    /// The hash covers what every member keeps whatever its physical
+    /// compaction's progress: the values live at the compact revision and
+    /// every change from the compact revision to `rev`. Members that
+    /// applied the same log agree on it.
+    ///
+    /// # Errors
+    /// [`Error::Compacted`] or [`Error::FutureRevision`] for `rev` out of
+    /// reach; storage errors otherwise.
+    pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64)> {
+        let st = self.shared.state.read();
+        let rev = if rev <= 0 { st.current } else { rev };
+        if rev > st.current {
+            return Err(Error::FutureRevision);
+        }
+        if rev < st.compact {
+            return Err(Error::Compacted);
+        }
+        let compact = st.compact;
+        let kept = if compact > 0 {
+            let all = RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                revision: compact,
+                ..Default::default()
+            };
+            plan_range(&st.index, &all, st.current, compact)?.revs
+        } else {
+            Vec::new()
+        };
+        let _gate = self.shared.comp.gate.read();
+        drop(st);
+        let tree = &self.shared.tree;
+        let mut h = crc32fast::Hasher::new();
+        let mut kept: Vec<Revision> = kept.into_iter().filter(|r| r.main < compact).collect();
+        kept.sort();
+        for r in kept {
+            let k = r.to_key(false);
+            let v = tree.get(&k)?.ok_or_else(|| {
+                Error::Corruption(format!("revision {}.{} is not on disk", r.main, r.sub))
+            })?;
+            h.update(&k);
+            h.update(&v);
+        }
+        for item in tree.range(Revision::lower_bound(compact)..Revision::lower_bound(rev + 1)) {
+            let (k, v) = item?;
+            h.update(&k);
+            h.update(&v);
+        }
+        Ok((h.finalize(), compact, rev))
+    }
+
+    /// etcd's Hash: a hash of everything this member's `mvcc` tree holds,
+    /// meta included. Members differ in meta and in physical compaction's
+    /// progress, so only [`Store::hash_kv`] is comparable across members.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn hash(&self) -> Result<u32> {
+        let _st = self.shared.state.read();
+        let _gate = self.shared.comp.gate.read();
+        let mut h = crc32fast::Hasher::new();
+        for item in self.shared.tree.iter() {
+            let (k, v) = item?;
+            h.update(&k);
+            h.update(&v);
+        }
+        Ok(h.finalize())
+    }
+
     /// Waits until physical compaction has finished at or above `rev`.
     ///
     /// # Cancel safety
@@ -358,6 +492,10 @@ impl Store {
             batch.insert(META_COMPACT, &st.compact.to_be_bytes());
         }
         self.shared.tree.apply_batch(batch)?;
+        self.shared
+            .comp
+            .in_use
+            .fetch_add(written.bytes, Ordering::SeqCst);
         let changes = Changes {
             events: written.events,
             revision: st.current,
@@ -483,8 +621,10 @@ impl Store {
             state,
             done,
             resume,
+            in_use,
         } = load_state(&self.shared.tree)?;
         *st = state;
+        self.shared.comp.in_use.store(in_use, Ordering::SeqCst);
         self.shared.comp.compacted.send_replace(done);
         if let Some(job) = resume {
             self.schedule(job);
@@ -500,6 +640,8 @@ struct Loaded {
     done: i64,
     /// The physical compaction to resume, if one was cut short.
     resume: Option<Job>,
+    /// Bytes of revision records.
+    in_use: u64,
 }
 
 /// Reads meta, rebuilds the index from every change on disk, and compacts
@@ -513,11 +655,19 @@ fn load_state(tree: &sled::Tree) -> Result<Loaded> {
         membership: read_postcard(tree, META_MEMBERSHIP)?.unwrap_or_default(),
         index: Index::default(),
         leases: Leases::default(),
+        alarms: BTreeSet::new(),
     };
     for item in tree.scan_prefix(lease::PREFIX) {
         let (k, v) = item?;
         st.leases.restore(&k, &v)?;
     }
+    for item in tree.scan_prefix(ALARM_PREFIX) {
+        let (k, _) = item?;
+        let alarm =
+            parse_alarm_key(&k).ok_or_else(|| Error::Corruption(format!("bad alarm key {k:?}")))?;
+        st.alarms.insert(alarm);
+    }
+    let mut in_use = 0u64;
     // The lease of each key's newest value, for keys whose newest change
     // is a put with a lease: their attachments.
     let mut attached: HashMap<Vec<u8>, i64> = HashMap::new();
@@ -531,6 +681,7 @@ fn load_state(tree: &sled::Tree) -> Result<Loaded> {
                 rev.main, st.current
             )));
         }
+        in_use += record_bytes(&k, &v);
         let kv = decode_kv(rev, &v)?;
         st.index
             .restore(&kv.key, rev, tombstone, kv.create_revision, kv.version);
@@ -560,6 +711,7 @@ fn load_state(tree: &sled::Tree) -> Result<Loaded> {
         state: st,
         done,
         resume,
+        in_use,
     })
 }
 
@@ -694,6 +846,8 @@ fn header(revision: i64) -> ResponseHeader {
 struct Written {
     events: Vec<Event>,
     puts: HashMap<Revision, usize>,
+    /// Bytes of the revision records written, for the quota.
+    bytes: u64,
 }
 
 /// The watch event for a change record.
@@ -757,6 +911,10 @@ impl Writer<'_> {
     /// requests in turn, as if each had its own entry).
     fn request(&mut self, req: Request, jobs: &mut Vec<Job>) -> Result<Response> {
         self.sub = 0;
+        // A batch's requests are checked one by one, below.
+        if self.nospace() && !matches!(req, Request::Batch(_)) && req.adds_data() {
+            return Ok(Response::Rejected(ApplyError::NoSpace));
+        }
         let resp = match req {
             Request::Put(p) => match self.check_put(&p)? {
                 Err(e) => Response::Rejected(e),
@@ -775,6 +933,7 @@ impl Writer<'_> {
             Request::LeaseGrant(g) => self.lease_grant(&g),
             Request::LeaseRevoke(r) => self.lease_revoke(&r)?,
             Request::LeaseCheckpoint(c) => self.lease_checkpoint(&c),
+            Request::Alarm(a) => self.alarm(&a),
             Request::Batch(reqs) => {
                 let mut out = Vec::with_capacity(reqs.len());
                 for r in reqs {
@@ -841,7 +1000,9 @@ impl Writer<'_> {
             value,
             lease,
         };
-        self.batch.insert(rev.to_key(false), kv.encode_to_vec());
+        let (k, v) = (rev.to_key(false), kv.encode_to_vec());
+        self.written.bytes += record_bytes(&k, &v);
+        self.batch.insert(k, v);
         self.written.puts.insert(rev, self.written.events.len());
         self.written.events.push(event(kv, false));
         Ok(PutResponse {
@@ -884,7 +1045,9 @@ impl Writer<'_> {
             mod_revision: rev.main,
             ..Default::default()
         };
-        self.batch.insert(rev.to_key(true), kv.encode_to_vec());
+        let (k, v) = (rev.to_key(true), kv.encode_to_vec());
+        self.written.bytes += record_bytes(&k, &v);
+        self.batch.insert(k, v);
         self.written.events.push(event(kv, true));
     }
 
@@ -926,6 +1089,44 @@ impl Writer<'_> {
         Ok(Response::LeaseRevoke(LeaseRevokeResponse {
             header: Some(header(self.read_rev())),
         }))
+    }
+
+    fn nospace(&self) -> bool {
+        self.st
+            .alarms
+            .iter()
+            .any(|(_, a)| *a == AlarmType::Nospace as i32)
+    }
+
+    /// Raises or clears an alarm (GET never comes through the log). As
+    /// etcd's alarm store: the response lists the alarm changed, if any;
+    /// deactivating an alarm that is not raised changes nothing.
+    fn alarm(&mut self, a: &AlarmRequest) -> Response {
+        let member = AlarmMember {
+            member_id: a.member_id,
+            alarm: a.alarm,
+        };
+        let key = (a.member_id, a.alarm);
+        let changed = match AlarmAction::try_from(a.action) {
+            Ok(AlarmAction::Activate) if a.alarm != AlarmType::None as i32 => {
+                if self.st.alarms.insert(key) {
+                    self.batch.insert(alarm_key(key.0, key.1), &[]);
+                }
+                true
+            }
+            Ok(AlarmAction::Deactivate) => {
+                let removed = self.st.alarms.remove(&key);
+                if removed {
+                    self.batch.remove(alarm_key(key.0, key.1));
+                }
+                removed
+            }
+            _ => false,
+        };
+        Response::Alarm(AlarmResponse {
+            header: Some(header(self.st.current)),
+            alarms: if changed { vec![member] } else { Vec::new() },
+        })
     }
 
     fn lease_checkpoint(&mut self, c: &LeaseCheckpointRequest) -> Response {
@@ -1148,10 +1349,12 @@ fn compact_physical(tree: &sled::Tree, comp: &Compaction, job: &Job) -> Result<b
         }
         let mut batch = sled::Batch::default();
         let mut last = None;
+        let mut freed = 0;
         for item in tree.range(from.clone()..end.clone()).take(COMPACTION_BATCH) {
-            let (k, _) = item?;
+            let (k, v) = item?;
             if let Some((rev, _)) = Revision::from_key(&k) {
                 if !job.keep.contains(&rev) {
+                    freed += record_bytes(&k, &v);
                     batch.remove(k.clone());
                 }
             }
@@ -1159,6 +1362,7 @@ fn compact_physical(tree: &sled::Tree, comp: &Compaction, job: &Job) -> Result<b
         }
         let Some(last) = last else { break };
         tree.apply_batch(batch)?;
+        comp.in_use.fetch_sub(freed, Ordering::SeqCst);
         drop(gate);
         from = last.to_vec();
         from.push(0);
@@ -1506,5 +1710,93 @@ mod tests {
         drop(pause);
         store.wait_compacted(3001).await;
         assert_eq!(store.stored_revisions(), 10);
+    }
+
+    /// HashKV covers what every member keeps: the same before and after
+    /// physical compaction, and in-use bytes drop once it ran.
+    #[tokio::test]
+    async fn hash_kv_ignores_physical_compaction_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = Store::open(&db).unwrap();
+        store
+            .apply((1..=300).map(|i| put(i, &format!("k{}", i % 7))).collect())
+            .unwrap();
+        store.apply(vec![delete(301, "k3")]).unwrap();
+        let pause = store.shared.comp.pause();
+        let compact = Request::Compaction(CompactionRequest {
+            revision: 250,
+            physical: false,
+        });
+        store.apply(vec![entry(302, compact)]).unwrap();
+        let in_use = store.size_in_use();
+        let before = store.hash_kv(0).unwrap();
+        let at = store.hash_kv(280).unwrap();
+        drop(pause);
+        store.wait_compacted(250).await;
+        assert!(store.size_in_use() < in_use / 2);
+        assert_eq!(store.hash_kv(0).unwrap(), before);
+        assert_eq!(store.hash_kv(280).unwrap(), at);
+        assert_ne!(before.0, at.0);
+        assert_eq!((before.1, before.2), (250, 302));
+        assert!(matches!(store.hash_kv(200), Err(Error::Compacted)));
+        assert!(matches!(store.hash_kv(303), Err(Error::FutureRevision)));
+    }
+
+    /// NOSPACE refuses what adds data, at apply, and survives a reopen;
+    /// deactivating lifts it.
+    #[test]
+    fn nospace_refuses_puts_txns_with_puts_and_grants() {
+        use cairn_proto::etcdserverpb::{alarm_request::AlarmAction, RequestOp};
+        let dir = tempfile::tempdir().unwrap();
+        let alarm = |action: AlarmAction| {
+            Request::Alarm(AlarmRequest {
+                action: action as i32,
+                member_id: 7,
+                alarm: AlarmType::Nospace as i32,
+            })
+        };
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let store = Store::open(&db).unwrap();
+            store
+                .apply(vec![put(1, "a"), entry(2, alarm(AlarmAction::Activate))])
+                .unwrap();
+            assert_eq!(store.alarms(), vec![(7, AlarmType::Nospace as i32)]);
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let store = Store::open(&db).unwrap();
+        assert_eq!(store.alarms(), vec![(7, AlarmType::Nospace as i32)]);
+        let txn_put = Request::Txn(TxnRequest {
+            success: vec![RequestOp {
+                request: Some(request_op::Request::RequestPut(PutRequest {
+                    key: b"t".to_vec(),
+                    ..Default::default()
+                })),
+            }],
+            ..Default::default()
+        });
+        let grant = Request::LeaseGrant(LeaseGrantRequest { ttl: 10, id: 5 });
+        let out = store
+            .apply(vec![
+                put(3, "b"),
+                entry(4, txn_put.clone()),
+                entry(5, grant.clone()),
+                delete(6, "a"),
+            ])
+            .unwrap();
+        let refused = Response::Rejected(ApplyError::NoSpace);
+        assert_eq!(out[..3], [refused.clone(), refused.clone(), refused]);
+        assert!(matches!(out[3], Response::DeleteRange(_)));
+        assert_eq!(store.revision(), 3, "only the delete changed anything");
+        store
+            .apply(vec![entry(7, alarm(AlarmAction::Deactivate))])
+            .unwrap();
+        assert!(store.alarms().is_empty());
+        let out = store
+            .apply(vec![entry(8, txn_put), entry(9, grant)])
+            .unwrap();
+        assert!(matches!(out[0], Response::Txn(_)));
+        assert!(matches!(out[1], Response::LeaseGrant(_)));
     }
 }

@@ -7,7 +7,8 @@
 //! then crc32 (u32 BE) of every byte before it
 //! ```
 //! The entries are the `mvcc` tree's revision records, oldest first, then
-//! its lease records as they were at the snapshot's revision.
+//! its lease records as they were at the snapshot's revision, then its
+//! alarm records.
 //!
 //! # Building while writes continue
 //! Changes at or below the current revision never change, except by
@@ -41,8 +42,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::lease;
 use crate::mvcc::{
-    encode_postcard, Store, META_APPLIED, META_COMPACT, META_COMPACT_DONE, META_MEMBERSHIP,
-    META_REV,
+    alarm_key, encode_postcard, parse_alarm_key, Store, META_APPLIED, META_COMPACT,
+    META_COMPACT_DONE, META_MEMBERSHIP, META_REV,
 };
 use crate::revision::{self, Revision};
 use crate::typ::NodeId;
@@ -90,6 +91,7 @@ pub(crate) fn build(store: &Store) -> Result<(Header, Vec<u8>)> {
     // Leases change in place, so they are copied at R, under the lock;
     // revision records at or below R never change and are copied after.
     let leases = st.leases.records();
+    let alarms: Vec<Vec<u8>> = st.alarms.iter().map(|(m, a)| alarm_key(*m, *a)).collect();
     // Physical compaction pauses while the records are copied; a job
     // scheduled later waits too, since it can only come from an apply that
     // needs `state`, which is held until the pause is in place.
@@ -112,6 +114,11 @@ pub(crate) fn build(store: &Store) -> Result<(Header, Vec<u8>)> {
     for (k, v) in &leases {
         put_chunk(&mut body, k);
         put_chunk(&mut body, v);
+        entries += 1;
+    }
+    for k in &alarms {
+        put_chunk(&mut body, k);
+        put_chunk(&mut body, &[]);
         entries += 1;
     }
     let snapshot_id = match applied {
@@ -138,7 +145,7 @@ fn put_chunk(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-fn encode(header: &Header, body: &[u8]) -> Vec<u8> {
+pub(crate) fn encode(header: &Header, body: &[u8]) -> Vec<u8> {
     let h = encode_postcard(header);
     let mut out = Vec::with_capacity(16 + h.len() + body.len() + 4);
     out.extend_from_slice(MAGIC);
@@ -154,7 +161,7 @@ fn encode(header: &Header, body: &[u8]) -> Vec<u8> {
 /// A verified snapshot: its header and its records.
 pub(crate) struct Decoded<'a> {
     pub header: Header,
-    body: &'a [u8],
+    pub(crate) body: &'a [u8],
 }
 
 fn bad(what: &str) -> Error {
@@ -222,8 +229,9 @@ impl<'a> Decoded<'a> {
         for r in d.records() {
             let (k, _) = r?;
             let lease = k.len() == lease::PREFIX.len() + 8 && k.starts_with(lease::PREFIX);
-            if !lease && Revision::from_key(k).is_none() {
-                return Err(bad("record is neither a revision nor a lease"));
+            let alarm = parse_alarm_key(k).is_some();
+            if !lease && !alarm && Revision::from_key(k).is_none() {
+                return Err(bad("record is neither a revision, a lease nor an alarm"));
             }
             n += 1;
         }

@@ -8,9 +8,10 @@
 use std::io::Cursor;
 
 use cairn_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
-    LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseGrantRequest, LeaseGrantResponse,
-    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, TxnRequest, TxnResponse,
+    AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DeleteRangeRequest,
+    DeleteRangeResponse, LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseGrantRequest,
+    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse,
+    TxnRequest, TxnResponse,
 };
 use prost::Message;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -73,6 +74,9 @@ pub enum Request {
     /// etcd's LeaseCheckpoint: remaining TTLs, recorded so that a new
     /// leader neither extends nor cuts short a lease.
     LeaseCheckpoint(LeaseCheckpointRequest),
+    /// etcd's Alarm with ACTIVATE or DEACTIVATE: alarms are replicated so
+    /// that every member refuses the same writes (GET is a local read).
+    Alarm(AlarmRequest),
     /// Independent requests from different clients in one log entry, so
     /// one log flush commits them all. Each is applied as if it had its own
     /// entry (its own revision), in order, in the entry's one batch.
@@ -100,6 +104,8 @@ pub enum Response {
     LeaseRevoke(LeaseRevokeResponse),
     /// The LeaseCheckpoint's response.
     LeaseCheckpoint(LeaseCheckpointResponse),
+    /// The Alarm's response: the alarms it changed.
+    Alarm(AlarmResponse),
     /// The request was refused and changed nothing.
     Rejected(ApplyError),
     /// One response per request of a [`Request::Batch`], in order.
@@ -116,6 +122,7 @@ const TAG_BATCH: u8 = 7;
 const TAG_LEASE_GRANT: u8 = 8;
 const TAG_LEASE_REVOKE: u8 = 9;
 const TAG_LEASE_CHECKPOINT: u8 = 10;
+const TAG_ALARM: u8 = 11;
 
 fn tagged(tag: u8, m: &impl Message) -> Vec<u8> {
     let mut buf = Vec::with_capacity(1 + m.encoded_len());
@@ -164,6 +171,29 @@ fn prost<M: Message + Default>(b: &[u8]) -> Result<M, String> {
 }
 
 impl Request {
+    /// Whether the request may add data: what a NOSPACE alarm refuses
+    /// (etcd's capped applier refuses puts, txns with a put anywhere, and
+    /// lease grants; deletes, compactions and revokes free space).
+    pub fn adds_data(&self) -> bool {
+        fn txn_puts(t: &TxnRequest) -> bool {
+            use cairn_proto::etcdserverpb::request_op::Request as Op;
+            t.success
+                .iter()
+                .chain(&t.failure)
+                .any(|op| match &op.request {
+                    Some(Op::RequestPut(_)) => true,
+                    Some(Op::RequestTxn(t)) => txn_puts(t),
+                    _ => false,
+                })
+        }
+        match self {
+            Request::Put(_) | Request::LeaseGrant(_) => true,
+            Request::Txn(t) => txn_puts(t),
+            Request::Batch(reqs) => reqs.iter().any(Request::adds_data),
+            _ => false,
+        }
+    }
+
     /// The request's encoded size, as the `--max-request-bytes` check sees it.
     pub fn encoded_len(&self) -> usize {
         match self {
@@ -174,6 +204,7 @@ impl Request {
             Request::LeaseGrant(m) => m.encoded_len(),
             Request::LeaseRevoke(m) => m.encoded_len(),
             Request::LeaseCheckpoint(m) => m.encoded_len(),
+            Request::Alarm(m) => m.encoded_len(),
             Request::Batch(reqs) => reqs.iter().map(|r| 5 + r.encoded_len()).sum(),
         }
     }
@@ -187,6 +218,7 @@ impl Request {
             Request::LeaseGrant(m) => tagged(TAG_LEASE_GRANT, m),
             Request::LeaseRevoke(m) => tagged(TAG_LEASE_REVOKE, m),
             Request::LeaseCheckpoint(m) => tagged(TAG_LEASE_CHECKPOINT, m),
+            Request::Alarm(m) => tagged(TAG_ALARM, m),
             Request::Batch(reqs) => {
                 let mut b = vec![TAG_BATCH];
                 put_batch(&mut b, reqs, Request::to_bytes)?;
@@ -205,6 +237,7 @@ impl Request {
             TAG_LEASE_GRANT => prost(body).map(Request::LeaseGrant),
             TAG_LEASE_REVOKE => prost(body).map(Request::LeaseRevoke),
             TAG_LEASE_CHECKPOINT => prost(body).map(Request::LeaseCheckpoint),
+            TAG_ALARM => prost(body).map(Request::Alarm),
             // Batches never nest: a crafted deep nesting must not overflow
             // the stack here or in apply.
             TAG_BATCH => get_batch(body, |b| match b.first() {
@@ -228,6 +261,7 @@ impl Response {
             Response::LeaseGrant(m) => tagged(TAG_LEASE_GRANT, m),
             Response::LeaseRevoke(m) => tagged(TAG_LEASE_REVOKE, m),
             Response::LeaseCheckpoint(m) => tagged(TAG_LEASE_CHECKPOINT, m),
+            Response::Alarm(m) => tagged(TAG_ALARM, m),
             Response::Rejected(e) => {
                 let mut b = vec![TAG_REJECTED];
                 b.extend(postcard::to_stdvec(e).map_err(|e| e.to_string())?);
@@ -252,6 +286,7 @@ impl Response {
             TAG_LEASE_GRANT => prost(body).map(Response::LeaseGrant),
             TAG_LEASE_REVOKE => prost(body).map(Response::LeaseRevoke),
             TAG_LEASE_CHECKPOINT => prost(body).map(Response::LeaseCheckpoint),
+            TAG_ALARM => prost(body).map(Response::Alarm),
             TAG_REJECTED => postcard::from_bytes(body)
                 .map(Response::Rejected)
                 .map_err(|e| e.to_string()),

@@ -213,6 +213,35 @@ pub struct Config {
         default_missing_value = "true"
     )]
     pub experimental_auto_promote_learners: bool,
+
+    /// Time between periodic corruption checks: the leader compares every
+    /// member's HashKV with its own, and raises CORRUPT on a mismatch (0s:
+    /// off, as etcd's default).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME",
+        default_value = "0s",
+        value_parser = duration::parse
+    )]
+    pub experimental_corrupt_check_time: Duration,
+
+    /// Directory for scheduled backups, each a file `cairnctl snapshot
+    /// verify` checks (Cairn's own flag; off when not given).
+    #[arg(long, env = "ETCD_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
+
+    /// Time between scheduled backups (e.g. 1h, 30m).
+    #[arg(
+        long,
+        env = "ETCD_BACKUP_INTERVAL",
+        default_value = "1h",
+        value_parser = duration::parse
+    )]
+    pub backup_interval: Duration,
+
+    /// How many scheduled backups to keep: the newest N.
+    #[arg(long, env = "ETCD_BACKUP_RETENTION", default_value_t = 24)]
+    pub backup_retention: usize,
 }
 
 /// `--initial-cluster-state`.
@@ -423,6 +452,9 @@ pub enum ConfigError {
     /// `--experimental-lease-checkpoint-interval=0`.
     #[error("--experimental-lease-checkpoint-interval must be greater than 0")]
     ZeroLeaseCheckpointInterval,
+    /// `--backup-interval=0` or `--backup-retention=0`.
+    #[error("--backup-interval and --backup-retention must be greater than 0")]
+    BadBackupSchedule,
     /// A URL list flag was given no URL.
     #[error("--{0} needs at least one URL")]
     NoUrls(&'static str),
@@ -491,6 +523,10 @@ impl Config {
             strict_reconfig_check: true,
             force_new_cluster: false,
             experimental_auto_promote_learners: false,
+            experimental_corrupt_check_time: Duration::ZERO,
+            backup_dir: None,
+            backup_interval: Duration::from_secs(3600),
+            backup_retention: 24,
         }
     }
 
@@ -530,6 +566,9 @@ impl Config {
         }
         if self.experimental_lease_checkpoint_interval.is_zero() {
             return Err(ConfigError::ZeroLeaseCheckpointInterval);
+        }
+        if self.backup_interval.is_zero() || self.backup_retention == 0 {
+            return Err(ConfigError::BadBackupSchedule);
         }
         self.auto_compaction()?;
         Ok(())

@@ -36,6 +36,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A restore would overwrite a data dir that holds something.
+    #[error("data dir: {0}: not empty; a restore writes only into a new data dir")]
+    DataDirNotEmpty(PathBuf),
     /// The storage exists but the member identity file does not.
     #[error("data dir: {0}: storage exists but the member id file is missing")]
     MissingMemberFile(PathBuf),

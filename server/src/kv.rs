@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::header::Header;
 use crate::propose::Proposer;
+use crate::quota::Quota;
 use crate::read_index::ReadBarrier;
 use crate::status::{unexpected, RequestError};
 use crate::tracked::Tracker;
@@ -27,6 +28,7 @@ pub(crate) struct KvService {
     reads: ReadBarrier,
     header: Header,
     max_txn_ops: usize,
+    quota: Quota,
     /// Keeps the node's shutdown waiting while a connection still holds
     /// this service, and so a read handle on the storage.
     _tracker: Tracker,
@@ -39,6 +41,7 @@ pub(crate) struct KvParts {
     pub(crate) reads: ReadBarrier,
     pub(crate) header: Header,
     pub(crate) max_txn_ops: usize,
+    pub(crate) quota: Quota,
     pub(crate) tracker: Tracker,
 }
 
@@ -50,6 +53,7 @@ impl KvService {
             reads: parts.reads,
             header: parts.header,
             max_txn_ops: parts.max_txn_ops,
+            quota: parts.quota,
             _tracker: parts.tracker,
         }
     }
@@ -66,7 +70,9 @@ impl KvService {
 
     async fn do_put(&self, req: PutRequest) -> Result<PutResponse, RequestError> {
         validate::put(&req)?;
-        match self.proposer.propose(Proposal::Put(req)).await? {
+        let req = Proposal::Put(req);
+        self.quota.admit(&req).await?;
+        match self.proposer.propose(req).await? {
             Applied::Put(mut resp) => {
                 resp.header = self.header.fill(resp.header);
                 Ok(resp)
@@ -80,7 +86,9 @@ impl KvService {
         req: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, RequestError> {
         validate::delete_range(&req)?;
-        match self.proposer.propose(Proposal::DeleteRange(req)).await? {
+        let req = Proposal::DeleteRange(req);
+        self.quota.admit(&req).await?;
+        match self.proposer.propose(req).await? {
             Applied::DeleteRange(mut resp) => {
                 resp.header = self.header.fill(resp.header);
                 Ok(resp)
@@ -91,7 +99,9 @@ impl KvService {
 
     async fn do_txn(&self, req: TxnRequest) -> Result<TxnResponse, RequestError> {
         validate::txn(&req, self.max_txn_ops)?;
-        match self.proposer.propose(Proposal::Txn(req)).await? {
+        let req = Proposal::Txn(req);
+        self.quota.admit(&req).await?;
+        match self.proposer.propose(req).await? {
             Applied::Txn(mut resp) => {
                 resp.header = self.header.fill(resp.header);
                 Ok(resp)
@@ -102,7 +112,9 @@ impl KvService {
 
     async fn do_compact(&self, req: CompactionRequest) -> Result<CompactionResponse, RequestError> {
         let (revision, physical) = (req.revision, req.physical);
-        match self.proposer.propose(Proposal::Compaction(req)).await? {
+        let req = Proposal::Compaction(req);
+        self.quota.admit(&req).await?;
+        match self.proposer.propose(req).await? {
             Applied::Compaction(mut resp) => {
                 if physical {
                     // etcd answers a physical compaction only once the old

@@ -18,7 +18,10 @@
 //!   openraft's network, the peer service, forwarding to the leader.
 //! - `cluster`: membership changes, the Cluster service, and the steward
 //!   (pre-vote, publishing, removal, auto promotion).
-//! - `maintenance`: the Maintenance service (Status, MoveLeader).
+//! - `maintenance`: the Maintenance service (Status, alarms, hashes,
+//!   defragment, snapshots, MoveLeader).
+//! - `quota`: the backend quota and the alarms that refuse writes.
+//! - `restore`: a backup restored into a new data dir ([`restore`]).
 //! - `tracked`: knowing when every storage handle is gone.
 //! - `kv`: the KV service.
 //! - `concurrency`: the Lock and Election services, on leases, revisions
@@ -26,6 +29,8 @@
 //! - `lease`: the Lease service and the lessor, which expires leases
 //!   through Raft on the leader.
 //! - `watch`: the Watch service and the watch hub that decorates the store.
+//! - `backups`: scheduled backups (`--backup-dir`), written atomically.
+//! - `corruption`: the periodic HashKV comparison that raises CORRUPT.
 //! - `compactor`: auto compaction, proposed through Raft by the leader.
 //! - `validate`: etcd's API-layer request checks, as pure functions.
 //! - `propose`: proposing through Raft with the size limit and timeout.
@@ -50,10 +55,12 @@
 
 #![warn(missing_docs)]
 
+mod backups;
 mod cluster;
 mod compactor;
 mod concurrency;
 mod config;
+mod corruption;
 mod error;
 mod header;
 mod kv;
@@ -63,7 +70,9 @@ mod member;
 mod node;
 mod peer;
 mod propose;
+mod quota;
 mod read_index;
+mod restore;
 mod status;
 mod tracked;
 mod validate;
@@ -79,3 +88,4 @@ pub use crate::config::{
 pub use crate::error::{Error, Result};
 pub use crate::member::MemberIds;
 pub use crate::node::Node;
+pub use crate::restore::restore;

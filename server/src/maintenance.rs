@@ -1,25 +1,36 @@
-//! etcd's `Maintenance` gRPC service: Status and MoveLeader.
+//! etcd's `Maintenance` gRPC service: Status, Alarm, Defragment, Hash,
+//! HashKV, Snapshot and MoveLeader (Downgrade answers `Unimplemented`).
 //!
-//! Alarms, defragmentation, hashes and snapshots come with the operations
-//! work; until then they answer `Unimplemented`.
+//! - Alarm: GET reads this member's applied alarms; ACTIVATE and
+//!   DEACTIVATE go through Raft, so every member agrees on them.
+//! - Snapshot: a backup (`cairn_raft_storage::Store::backup`, a consistent
+//!   snapshot at the current revision, taken while writes go on) streamed
+//!   in 32 KiB chunks; the stream is padded to a multiple of 512 and ends
+//!   in its SHA-256, which `etcdctl snapshot save` checks.
+//! - Hash and HashKV: crc32s of the store; HashKV's is equal across
+//!   members that applied the same log.
+//! - Defragment: waits for physical compaction to finish, then flushes;
+//!   writes are never blocked (sled reuses freed space in place).
 
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use cairn_proto::etcdserverpb::maintenance_server::Maintenance;
 use cairn_proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
-    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
-    MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+    alarm_request::AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType,
+    DefragmentRequest, DefragmentResponse, DowngradeRequest, DowngradeResponse, HashKvRequest,
+    HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse,
+    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
-use cairn_raft_storage::{NodeId, Raft, Store};
+use cairn_raft_storage::{NodeId, Raft, Request as Proposal, Response as Applied, Store};
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::cluster::ClusterError;
 use crate::header::Header;
 use crate::peer::{Answer, ForwardError, Forwarded, Route, Target};
-use crate::status::RequestError;
+use crate::propose::Proposer;
+use crate::status::{unexpected, RequestError};
 use crate::tracked::Tracker;
 
 /// The etcd version Cairn answers as: clients (Kubernetes among them) gate
@@ -36,6 +47,7 @@ pub(crate) struct MaintenanceService {
     me: NodeId,
     timeout: Duration,
     quota: u64,
+    proposer: Proposer,
     _tracker: Tracker,
 }
 
@@ -48,6 +60,7 @@ pub(crate) struct MaintenanceParts {
     pub(crate) me: NodeId,
     pub(crate) timeout: Duration,
     pub(crate) quota: u64,
+    pub(crate) proposer: Proposer,
     pub(crate) tracker: Tracker,
 }
 
@@ -61,6 +74,7 @@ impl MaintenanceService {
             me: parts.me,
             timeout: parts.timeout,
             quota: parts.quota,
+            proposer: parts.proposer,
             _tracker: parts.tracker,
         }
     }
@@ -136,19 +150,86 @@ pub(crate) async fn transfer_leadership(
 
 type Chunks = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
 
+/// The size of a Snapshot response's blob, as etcd's.
+const CHUNK: usize = 32 * 1024;
+
+/// etcd's name of an alarm type, as its Status errors print it.
+fn alarm_name(alarm: i32) -> &'static str {
+    match AlarmType::try_from(alarm) {
+        Ok(AlarmType::Nospace) => "NOSPACE",
+        Ok(AlarmType::Corrupt) => "CORRUPT",
+        _ => "NONE",
+    }
+}
+
+impl MaintenanceService {
+    async fn do_alarm(&self, req: AlarmRequest) -> Result<AlarmResponse, RequestError> {
+        match AlarmAction::try_from(req.action) {
+            Ok(AlarmAction::Activate | AlarmAction::Deactivate) => {
+                match self.proposer.propose(Proposal::Alarm(req)).await? {
+                    Applied::Alarm(mut resp) => {
+                        resp.header = self.header.fill(resp.header);
+                        Ok(resp)
+                    }
+                    other => Err(unexpected(&other)),
+                }
+            }
+            // GET, and any action etcd does not know, lists alarms of the
+            // asked type (NONE: every alarm).
+            _ => {
+                let alarms = self
+                    .store
+                    .alarms()
+                    .into_iter()
+                    .filter(|(_, a)| req.alarm == AlarmType::None as i32 || *a == req.alarm)
+                    .map(|(member_id, alarm)| AlarmMember { member_id, alarm })
+                    .collect();
+                Ok(AlarmResponse {
+                    header: self.header.at(self.store.revision()),
+                    alarms,
+                })
+            }
+        }
+    }
+
+    /// Runs store work off the runtime.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(Store) -> cairn_raft_storage::Result<T> + Send + 'static,
+    ) -> Result<T, RequestError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || work(store))
+            .await
+            .map_err(|_| RequestError::Stopped)?
+            .map_err(RequestError::Storage)
+    }
+}
+
 fn later(what: &str) -> Status {
     Status::unimplemented(format!("etcdserver: {what} is not implemented yet"))
 }
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn alarm(&self, _: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        Err(later("Alarm"))
+    async fn alarm(
+        &self,
+        request: Request<AlarmRequest>,
+    ) -> Result<Response<AlarmResponse>, Status> {
+        Ok(Response::new(self.do_alarm(request.into_inner()).await?))
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let metrics = self.raft.metrics().borrow().clone();
         let size = i64::try_from(self.store.size_on_disk()).unwrap_or(i64::MAX);
+        let in_use = i64::try_from(self.store.size_in_use()).unwrap_or(i64::MAX);
+        let mut errors = Vec::new();
+        if matches!(self.route.target(), Target::Nobody) {
+            errors.push("etcdserver: no leader".to_owned());
+        }
+        for (member, alarm) in self.store.alarms() {
+            // As etcd prints an AlarmMember (its protobuf text form).
+            errors.push(format!("memberID:{member} alarm:{} ", alarm_name(alarm)));
+        }
         let committed = self
             .raft
             .with_raft_state(|st| st.committed.map_or(0, |l| l.index))
@@ -166,8 +247,8 @@ impl Maintenance for MaintenanceService {
             raft_index: committed,
             raft_term: metrics.current_term,
             raft_applied_index: metrics.last_applied.map_or(0, |l| l.index),
-            errors: Vec::new(),
-            db_size_in_use: size,
+            errors,
+            db_size_in_use: in_use,
             is_learner: self.route.learner(),
             storage_version: String::new(),
             db_size_quota: i64::try_from(self.quota).unwrap_or(i64::MAX),
@@ -180,21 +261,77 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        Err(later("Defragment"))
+        let started = Instant::now();
+        let before = self.store.size_in_use();
+        // Let physical compaction finish, so that what it frees is free.
+        self.store
+            .wait_compacted(self.store.compact_revision())
+            .await;
+        self.blocking(|s| s.defragment()).await?;
+        tracing::info!(
+            took = ?started.elapsed(),
+            in_use_before = before,
+            in_use_after = self.store.size_in_use(),
+            db_size = self.store.size_on_disk(),
+            "defragmented"
+        );
+        Ok(Response::new(DefragmentResponse {
+            header: self.header.at(self.store.revision()),
+        }))
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(later("Hash"))
+        let revision = self.store.revision();
+        let hash = self.blocking(|s| s.hash()).await?;
+        Ok(Response::new(HashResponse {
+            header: self.header.at(revision),
+            hash,
+        }))
     }
 
-    async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        Err(later("HashKV"))
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let rev = request.into_inner().revision;
+        let current = self.store.revision();
+        let (hash, compact_revision, hash_revision) =
+            self.blocking(move |s| s.hash_kv(rev)).await?;
+        Ok(Response::new(HashKvResponse {
+            header: self.header.at(current),
+            hash,
+            compact_revision,
+            hash_revision,
+        }))
     }
 
     type SnapshotStream = Chunks;
 
     async fn snapshot(&self, _: Request<SnapshotRequest>) -> Result<Response<Chunks>, Status> {
-        Err(later("Snapshot"))
+        let revision = self.store.revision();
+        let started = Instant::now();
+        let bytes = self.blocking(|s| s.backup()).await?;
+        tracing::info!(
+            bytes = bytes.len(),
+            revision,
+            took = ?started.elapsed(),
+            "sending a snapshot"
+        );
+        let header = self.header.at(revision);
+        let total = bytes.len();
+        let chunks: Vec<_> = bytes
+            .chunks(CHUNK)
+            .scan(0usize, |sent, blob| {
+                *sent += blob.len();
+                Some(Ok(SnapshotResponse {
+                    header,
+                    remaining_bytes: (total - *sent) as u64,
+                    blob: blob.to_vec(),
+                    version: ETCD_VERSION.to_owned(),
+                }))
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 
     async fn move_leader(

@@ -40,10 +40,12 @@ use crate::maintenance::{MaintenanceParts, MaintenanceService};
 use crate::member::{self, MemberIds};
 use crate::peer::{self, Contact, Leader, Network, PeerService, Peers, Route};
 use crate::propose::Proposer;
+use crate::quota::Quota;
 use crate::read_index::ReadBarrier;
 use crate::status::GrpcCompat;
 use crate::tracked::{self, Released, TrackedStateMachine};
 use crate::watch::{Hub, WatchService};
+use crate::{backups, corruption};
 
 /// gRPC framing and etcd's own envelope on top of `--max-request-bytes`
 /// (etcd's `grpcOverheadBytes`).
@@ -69,6 +71,10 @@ pub struct Node {
     servers: Vec<JoinHandle<std::result::Result<(), tonic::transport::Error>>>,
     read_barrier: JoinHandle<()>,
     auto_compactor: Option<JoinHandle<()>>,
+    /// Scheduled backups (`--backup-dir`).
+    backups: Option<JoinHandle<()>>,
+    /// The periodic corruption check.
+    corruption: Option<JoinHandle<()>>,
     batcher: Option<JoinHandle<()>>,
     /// The watch hub and its sync thread.
     watch: Option<(Arc<Hub>, std::thread::JoinHandle<()>)>,
@@ -185,6 +191,8 @@ impl Node {
             servers: Vec::new(),
             read_barrier: tokio::spawn(async {}),
             auto_compactor: None,
+            backups: None,
+            corruption: None,
             batcher: None,
             watch: None,
             lessor: None,
@@ -336,6 +344,28 @@ impl Node {
                 proposer.clone(),
             ));
         }
+        if !config.experimental_corrupt_check_time.is_zero() {
+            self.corruption = Some(corruption::spawn(
+                corruption::Checker {
+                    raft: self.raft.clone(),
+                    store: self.store.clone(),
+                    route: route.clone(),
+                    proposer: proposer.clone(),
+                    me: self.ids.member_id,
+                },
+                config.experimental_corrupt_check_time,
+            ));
+        }
+        if let Some(dir) = &config.backup_dir {
+            self.backups = Some(backups::spawn(
+                self.store.clone(),
+                backups::Schedule {
+                    dir: dir.clone(),
+                    interval: config.backup_interval,
+                    retention: config.backup_retention,
+                },
+            ));
+        }
         self.lessor = Some(lessor.spawn(
             self.raft.clone(),
             config.experimental_lease_checkpoint_interval,
@@ -363,11 +393,18 @@ impl Node {
             .as_ref()
             .map(|s| s.published.clone())
             .expect("invariant: the steward was just spawned");
+        let quota = Quota::new(
+            self.store.clone(),
+            proposer.clone(),
+            self.ids.member_id,
+            config.quota_backend_bytes(),
+        );
         let lease = LeaseServer::new(LeaseService::new(
             lessor,
             self.store.clone(),
             Header::new(self.ids, &self.raft),
             self.stop_serving.subscribe(),
+            quota.clone(),
             tracker.clone(),
         ));
         let kv = KvService::new(KvParts {
@@ -376,6 +413,7 @@ impl Node {
             reads: reads.clone(),
             header: Header::new(self.ids, &self.raft),
             max_txn_ops: usize::try_from(config.max_txn_ops).unwrap_or(usize::MAX),
+            quota: quota.clone(),
             tracker: tracker.clone(),
         });
         let kv = KvServer::new(kv)
@@ -424,6 +462,7 @@ impl Node {
             me: self.ids.member_id,
             timeout: request_timeout,
             quota: config.quota_backend_bytes(),
+            proposer: proposer.clone(),
             tracker,
         }));
 
@@ -514,6 +553,8 @@ impl Node {
             servers,
             read_barrier,
             auto_compactor,
+            backups,
+            corruption,
             batcher,
             watch,
             lessor,
@@ -521,6 +562,12 @@ impl Node {
             mut released,
         } = self;
         if let Some(task) = auto_compactor {
+            task.abort();
+        }
+        if let Some(task) = backups {
+            task.abort();
+        }
+        if let Some(task) = corruption {
             task.abort();
         }
         if let Some(steward) = steward {

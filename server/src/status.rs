@@ -59,6 +59,8 @@ const TOO_MANY_LEARNERS: &str = "etcdserver: too many learner members in cluster
 const MEMBER_NOT_LEADER: &str = "etcdserver: not leader";
 const BAD_TRANSFEREE: &str = "etcdserver: bad leader transferee";
 const NOT_FOR_LEARNER: &str = "etcdserver: rpc not supported for learner";
+const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
+const CORRUPT: &str = "etcdserver: corrupt cluster";
 
 /// Why a client request failed, before it becomes a [`Status`].
 #[derive(Debug)]
@@ -105,6 +107,8 @@ pub(crate) enum RequestError {
     Cluster(ClusterError),
     /// A learner does not serve this request.
     NotForLearner,
+    /// A CORRUPT alarm is active: no member takes writes.
+    Corrupt,
 }
 
 impl From<ForwardError> for RequestError {
@@ -131,6 +135,7 @@ pub(crate) fn unexpected(response: &cairn_raft_storage::Response) -> RequestErro
         Applied::LeaseGrant(_) => "lease grant",
         Applied::LeaseRevoke(_) => "lease revoke",
         Applied::LeaseCheckpoint(_) => "lease checkpoint",
+        Applied::Alarm(_) => "alarm",
         Applied::Rejected(_) => "rejected",
         Applied::Batch(_) => "batch",
     };
@@ -181,6 +186,7 @@ fn apply(e: ApplyError) -> Status {
         ApplyError::LeaseNotFound => Status::not_found(LEASE_NOT_FOUND),
         ApplyError::LeaseExists => Status::failed_precondition(LEASE_EXISTS),
         ApplyError::KeyNotFound => Status::invalid_argument(KEY_NOT_FOUND),
+        ApplyError::NoSpace => Status::resource_exhausted(NO_SPACE),
     }
 }
 
@@ -285,6 +291,7 @@ impl From<RequestError> for Status {
             RequestError::Forward(e) => forward(&e),
             RequestError::Cluster(e) => cluster(&e),
             RequestError::NotForLearner => Status::unavailable(NOT_FOR_LEARNER),
+            RequestError::Corrupt => Status::data_loss(CORRUPT),
             RequestError::UnexpectedResponse(kind) => Status::internal(format!(
                 "etcdserver: internal error: apply answered with a {kind} response"
             )),

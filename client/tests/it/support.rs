@@ -36,7 +36,7 @@ pub enum Flavor {
 }
 
 enum Running {
-    Cairn(Node),
+    Cairn(Box<Node>),
     Etcd(Child),
 }
 
@@ -130,7 +130,9 @@ impl Cluster {
                     config.initial_advertise_peer_urls = vec![url(peer_port)];
                     config.initial_cluster = Some(initial_cluster.parse().expect("valid"));
                     config.initial_cluster_token = token;
-                    Running::Cairn(Node::start(config).await.expect("cairn member starts"))
+                    Running::Cairn(Box::new(
+                        Node::start(config).await.expect("cairn member starts"),
+                    ))
                 }
                 Flavor::Etcd => Running::Etcd(spawn_etcd(
                     &name,

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::lessor::Lessor;
 use crate::header::Header;
+use crate::quota::Quota;
 use crate::tracked::Tracker;
 
 /// The Lease service of one node.
@@ -26,6 +27,7 @@ pub(crate) struct LeaseService {
     /// Turns true when the node stops: keep-alive streams end then, so
     /// that connections drain.
     stop: watch::Receiver<bool>,
+    quota: Quota,
     _tracker: Tracker,
 }
 
@@ -35,6 +37,7 @@ impl LeaseService {
         store: Store,
         header: Header,
         stop: watch::Receiver<bool>,
+        quota: Quota,
         tracker: Tracker,
     ) -> Self {
         LeaseService {
@@ -42,6 +45,7 @@ impl LeaseService {
             store,
             header,
             stop,
+            quota,
             _tracker: tracker,
         }
     }
@@ -61,7 +65,11 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
-        let mut resp = self.lessor.grant(request.into_inner()).await?;
+        let req = request.into_inner();
+        self.quota
+            .admit(&cairn_raft_storage::Request::LeaseGrant(req))
+            .await?;
+        let mut resp = self.lessor.grant(req).await?;
         resp.header = self.header.fill(resp.header);
         Ok(Response::new(resp))
     }
@@ -70,7 +78,13 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let mut resp = self.lessor.revoke(request.into_inner().id).await?;
+        let id = request.into_inner().id;
+        self.quota
+            .admit(&cairn_raft_storage::Request::LeaseRevoke(
+                LeaseRevokeRequest { id },
+            ))
+            .await?;
+        let mut resp = self.lessor.revoke(id).await?;
         resp.header = self.header.fill(resp.header);
         Ok(Response::new(resp))
     }
