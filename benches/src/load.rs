@@ -93,7 +93,9 @@ impl Load {
                 }
                 Err(e) => {
                     report.errors += 1;
-                    report.first_error.get_or_insert(format!("a worker panicked: {e}"));
+                    report
+                        .first_error
+                        .get_or_insert(format!("a worker panicked: {e}"));
                 }
             }
         }
@@ -113,7 +115,8 @@ impl Pacer {
     fn new(rate: u64) -> Self {
         Pacer {
             started: Instant::now(),
-            every: (rate > 0).then(|| Duration::from_secs(1) / u32::try_from(rate).unwrap_or(u32::MAX)),
+            every: (rate > 0)
+                .then(|| Duration::from_secs(1) / u32::try_from(rate).unwrap_or(u32::MAX)),
             tickets: AtomicU64::new(0),
         }
     }
@@ -213,7 +216,11 @@ mod tests {
         assert_eq!(sequential.for_op(101), b"k/000001");
         assert_eq!(
             sequential.run_for_op(99, 3),
-            [b"k/000099".to_vec(), b"k/000000".to_vec(), b"k/000001".to_vec()]
+            [
+                b"k/000099".to_vec(),
+                b"k/000000".to_vec(),
+                b"k/000001".to_vec()
+            ]
         );
     }
 
@@ -247,6 +254,10 @@ mod tests {
         assert_eq!((report.latencies.len(), report.errors), (19, 1));
         assert_eq!(report.first_error.as_deref(), Some("three"));
         // 20 operations at 100/s: the last goes out 190 ms after the first.
-        assert!(report.elapsed >= Duration::from_millis(190), "{:?}", report.elapsed);
+        assert!(
+            report.elapsed >= Duration::from_millis(190),
+            "{:?}",
+            report.elapsed
+        );
     }
 }

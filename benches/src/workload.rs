@@ -313,14 +313,18 @@ pub async fn lease_keepalives(load: &Load) -> anyhow::Result<Report> {
             .into_inner();
         let (requests, receiver) = mpsc::channel(1);
         // etcd sends headers with the first answer: send before awaiting.
-        requests.send(LeaseKeepAliveRequest { id: grant.id }).await?;
+        requests
+            .send(LeaseKeepAliveRequest { id: grant.id })
+            .await?;
         let mut answers = leases
             .lease_keep_alive(ReceiverStream::new(receiver))
             .await
             .map_err(|e| anyhow::anyhow!("LeaseKeepAlive: {}", status(e)))?
             .into_inner();
         answers.next().await;
-        streams.push(Arc::new(tokio::sync::Mutex::new((grant.id, requests, answers))));
+        streams.push(Arc::new(tokio::sync::Mutex::new((
+            grant.id, requests, answers,
+        ))));
     }
     Ok(load
         .drive("lease-keepalive", move |client, _| {

@@ -35,5 +35,6 @@ pub mod linear;
 pub mod rng;
 pub mod run;
 pub mod watch;
+pub mod watchers;
 
 pub use error::{Error, Result};

@@ -13,7 +13,11 @@ use cairn_benches::workload::{self, Data};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "cairn-bench", version, about = "Load for etcd v3 endpoints, as etcd's benchmark tool.")]
+#[command(
+    name = "cairn-bench",
+    version,
+    about = "Load for etcd v3 endpoints, as etcd's benchmark tool."
+)]
 struct Args {
     /// Client URLs, comma-separated; connections go round-robin.
     #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]

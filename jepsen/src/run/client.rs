@@ -147,7 +147,9 @@ pub async fn worker(ctx: Arc<Ctx>, workload: Workload, id: usize, mut rng: Rng, 
     let mut state = Register::default();
     while Instant::now() < deadline {
         let call = match workload {
-            Workload::Register => state.next(&ctx, &mut rng),
+            Workload::Register => state.next(&ctx, &mut rng, "r/"),
+            // The register workload's ops, on the keys the watchers watch.
+            Workload::Watch => state.next(&ctx, &mut rng, super::watcher::PREFIX),
             Workload::Append => append::next(&ctx, &mut rng),
         };
         let op = invoke(&ctx, process, node, call).await;

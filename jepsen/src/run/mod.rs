@@ -18,6 +18,7 @@ mod cluster;
 mod nemesis;
 mod net;
 mod register;
+mod watcher;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -34,7 +35,7 @@ pub use nemesis::Family;
 use crate::checks::{self, Anomaly, Final};
 use crate::history::{Call, Micro, Op, Outcome, Return};
 use crate::rng::Rng;
-use crate::{elle, linear};
+use crate::{elle, linear, watchers};
 use cluster::Cluster;
 use net::Firewall;
 
@@ -50,6 +51,10 @@ pub enum Workload {
     /// Multi-key txns appending to lists, checked for strict
     /// serializability by dependency cycles.
     Append,
+    /// The register workload's ops under `w/`, with watchers that
+    /// reconnect across members; the streams are checked against the KV
+    /// history.
+    Watch,
 }
 
 /// What to run.
@@ -106,6 +111,8 @@ pub struct Report {
     pub divergence: Vec<String>,
     /// The revision the members' states were compared at.
     pub compared_at: Option<i64>,
+    /// The watchers' streams against the KV history (watch).
+    pub watch: watchers::Report,
 }
 
 /// Runs everything and writes the results.
@@ -155,6 +162,20 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         let worker = client::worker(ctx.clone(), options.workload, id, rng.fork(), deadline);
         workers.push(tokio::spawn(worker));
     }
+    // The watchers run until told the head revision, after recovery.
+    let (stop_watchers, stop) = tokio::sync::watch::channel(None);
+    let mut watcher_tasks = Vec::new();
+    if options.workload == Workload::Watch {
+        for id in 0..WATCHERS {
+            let channels = cluster
+                .members
+                .iter()
+                .map(cluster::Member::channel)
+                .collect();
+            let task = watcher::run(channels, id, rng.fork(), stop.clone());
+            watcher_tasks.push(tokio::spawn(task));
+        }
+    }
 
     eprintln!(
         "cairn-jepsen: running {:?} for {:?} with {} fault(s) scheduled",
@@ -198,6 +219,18 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
             Err(e) => divergence.push(format!("could not compare: {e:#}")),
         }
     }
+    let watch = if options.workload == Workload::Watch {
+        check_watchers(
+            &mut cluster,
+            compared_at,
+            &history,
+            stop_watchers,
+            watcher_tasks,
+        )
+        .await?
+    } else {
+        watchers::Report::default()
+    };
     history.sort_by_key(|op| (op.invoke, op.complete));
     drop(cluster);
     drop(firewall);
@@ -230,7 +263,8 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         && lost_writes.is_empty()
         && revisions.is_empty()
         && value_revisions.is_empty()
-        && divergence.is_empty();
+        && divergence.is_empty()
+        && watch.valid();
     let report = Report {
         valid,
         command: command(&options),
@@ -246,9 +280,44 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         value_revisions,
         divergence,
         compared_at,
+        watch,
     };
     write_results(&report, &history)?;
     Ok(report)
+}
+
+/// Watchers in the watch workload.
+const WATCHERS: usize = 4;
+
+/// Tells the watchers the head, collects them, reads the reference from
+/// the leader, and checks. Without a head (no recovery) the watchers are
+/// checked against nothing and the run is already invalid.
+async fn check_watchers(
+    cluster: &mut Cluster,
+    head: Option<i64>,
+    history: &[Op],
+    stop: tokio::sync::watch::Sender<Option<i64>>,
+    tasks: Vec<tokio::task::JoinHandle<watchers::Watcher>>,
+) -> anyhow::Result<watchers::Report> {
+    let Some(head) = head else {
+        return Ok(watchers::Report::default());
+    };
+    eprintln!("cairn-jepsen: watchers catching up to revision {head}");
+    let _ = stop.send(Some(head));
+    let mut collected = Vec::new();
+    for task in tasks {
+        collected.push(task.await.context("a watcher task failed")?);
+    }
+    let leader = cluster.await_leader(RECOVERY).await?;
+    match watcher::reference(cluster.members[leader].channel(), head).await {
+        Ok(reference) => Ok(watchers::check(history, &reference, &collected)),
+        Err(e) => Ok(watchers::Report {
+            anomalies: vec![watchers::Anomaly::Unusable {
+                why: format!("reading the reference: {e:#}"),
+            }],
+            ..watchers::Report::default()
+        }),
+    }
 }
 
 /// Waits for an agreed leader and a successful write through it.
@@ -550,6 +619,23 @@ pub fn summary(report: &Report, history: &[Op]) -> String {
                     );
                 }
             }
+        }
+    }
+    let w = &report.watch;
+    if w.watchers > 0 || !w.anomalies.is_empty() {
+        let _ = writeln!(
+            s,
+            "watch: {} watchers ({} caught up), {} segments, {} events, {} progress, head {}, {} anomalies",
+            w.watchers,
+            w.caught_up,
+            w.segments,
+            w.events,
+            w.progress,
+            w.head,
+            w.anomalies.len()
+        );
+        for a in w.anomalies.iter().take(10) {
+            let _ = writeln!(s, "  {a:?}");
         }
     }
     for (name, list) in [
