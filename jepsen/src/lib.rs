@@ -31,6 +31,7 @@ pub mod elle;
 mod error;
 mod escaped;
 pub mod history;
+pub mod leases;
 pub mod linear;
 pub mod rng;
 pub mod run;

@@ -15,6 +15,7 @@ mod append;
 mod cleanup;
 mod client;
 mod cluster;
+mod lease;
 mod nemesis;
 mod net;
 mod register;
@@ -35,7 +36,7 @@ pub use nemesis::Family;
 use crate::checks::{self, Anomaly, Final};
 use crate::history::{Call, Micro, Op, Outcome, Return};
 use crate::rng::Rng;
-use crate::{elle, linear, watchers};
+use crate::{elle, leases, linear, watchers};
 use cluster::Cluster;
 use net::Firewall;
 
@@ -55,6 +56,9 @@ pub enum Workload {
     /// reconnect across members; the streams are checked against the KV
     /// history.
     Watch,
+    /// Keys attached to leases, some kept alive, some abandoned; keys must
+    /// vanish only after expiry.
+    Lease,
 }
 
 /// What to run.
@@ -113,6 +117,8 @@ pub struct Report {
     pub compared_at: Option<i64>,
     /// The watchers' streams against the KV history (watch).
     pub watch: watchers::Report,
+    /// Keys against their leases (lease).
+    pub leases: leases::Report,
 }
 
 /// Runs everything and writes the results.
@@ -158,9 +164,18 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     let ctx = Arc::new(client::Ctx::new(start, channels, options.concurrency));
     let mut rng = Rng::new(options.seed);
     let mut workers = Vec::new();
+    let lease_log = Arc::new(lease::Log::default());
     for id in 0..options.concurrency {
-        let worker = client::worker(ctx.clone(), options.workload, id, rng.fork(), deadline);
-        workers.push(tokio::spawn(worker));
+        workers.push(match options.workload {
+            Workload::Lease => tokio::spawn(lease::worker(
+                ctx.clone(),
+                lease_log.clone(),
+                id,
+                rng.fork(),
+                deadline.into(),
+            )),
+            w => tokio::spawn(client::worker(ctx.clone(), w, id, rng.fork(), deadline)),
+        });
     }
     // The watchers run until told the head revision, after recovery.
     let (stop_watchers, stop) = tokio::sync::watch::channel(None);
@@ -219,6 +234,20 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
             Err(e) => divergence.push(format!("could not compare: {e:#}")),
         }
     }
+    let leases = if options.workload == Workload::Lease {
+        let remaining = match (&recovery_failure, cluster.await_leader(RECOVERY).await) {
+            (None, Ok(leader)) => {
+                eprintln!("cairn-jepsen: waiting for every lease to expire");
+                Some(lease::remaining(&ctx, &lease_log, leader, LEASE_PATIENCE).await)
+            }
+            _ => None,
+        };
+        let ops = lease_log.take();
+        write_jsonl(&options.results.join("leases.jsonl"), &ops)?;
+        leases::check(&ops, remaining.as_deref())
+    } else {
+        leases::Report::default()
+    };
     let watch = if options.workload == Workload::Watch {
         check_watchers(
             &mut cluster,
@@ -264,7 +293,8 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         && revisions.is_empty()
         && value_revisions.is_empty()
         && divergence.is_empty()
-        && watch.valid();
+        && watch.valid()
+        && leases.valid();
     let report = Report {
         valid,
         command: command(&options),
@@ -281,9 +311,24 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         divergence,
         compared_at,
         watch,
+        leases,
     };
     write_results(&report, &history)?;
     Ok(report)
+}
+
+/// How long abandoned leases' keys may linger after every TTL passed:
+/// a new leader refreshes every lease to its full TTL.
+const LEASE_PATIENCE: Duration = Duration::from_secs(15);
+
+/// Writes one JSON value a line.
+fn write_jsonl<T: Serialize>(path: &std::path::Path, items: &[T]) -> anyhow::Result<()> {
+    let mut lines = String::new();
+    for item in items {
+        lines.push_str(&serde_json::to_string(item)?);
+        lines.push('\n');
+    }
+    std::fs::write(path, lines).with_context(|| format!("write {}", path.display()))
 }
 
 /// Watchers in the watch workload.
@@ -635,6 +680,21 @@ pub fn summary(report: &Report, history: &[Op]) -> String {
             w.anomalies.len()
         );
         for a in w.anomalies.iter().take(10) {
+            let _ = writeln!(s, "  {a:?}");
+        }
+    }
+    let l = &report.leases;
+    if l.leases > 0 || !l.anomalies.is_empty() {
+        let _ = writeln!(
+            s,
+            "leases: {} granted, {} keys, {} seen expiring, {} keepalives, {} anomalies",
+            l.leases,
+            l.keys,
+            l.expired,
+            l.keepalives,
+            l.anomalies.len()
+        );
+        for a in l.anomalies.iter().take(10) {
             let _ = writeln!(s, "  {a:?}");
         }
     }
