@@ -33,6 +33,7 @@ mod escaped;
 pub mod history;
 pub mod leases;
 pub mod linear;
+pub mod locks;
 pub mod rng;
 pub mod run;
 pub mod watch;

@@ -161,7 +161,7 @@ pub async fn worker(ctx: Arc<Ctx>, workload: Workload, id: usize, mut rng: Rng, 
             // The register workload's ops, on the keys the watchers watch.
             Workload::Watch => state.next(&ctx, &mut rng, super::watcher::PREFIX),
             // These have workers of their own.
-            Workload::Lease => return,
+            Workload::Lease | Workload::Lock => return,
             Workload::Append => append::next(&ctx, &mut rng),
         };
         let op = invoke(&ctx, process, node, call).await;

@@ -16,6 +16,7 @@ mod cleanup;
 mod client;
 mod cluster;
 mod lease;
+mod lock;
 mod nemesis;
 mod net;
 mod register;
@@ -36,7 +37,7 @@ pub use nemesis::Family;
 use crate::checks::{self, Anomaly, Final};
 use crate::history::{Call, Micro, Op, Outcome, Return};
 use crate::rng::Rng;
-use crate::{elle, leases, linear, watchers};
+use crate::{elle, leases, linear, locks, watchers};
 use cluster::Cluster;
 use net::Firewall;
 
@@ -59,6 +60,9 @@ pub enum Workload {
     /// Keys attached to leases, some kept alive, some abandoned; keys must
     /// vanish only after expiry.
     Lease,
+    /// Sessions contending for one lock through the Lock service; mutual
+    /// exclusion and fencing by the lock key's create_revision.
+    Lock,
 }
 
 /// What to run.
@@ -119,6 +123,10 @@ pub struct Report {
     pub watch: watchers::Report,
     /// Keys against their leases (lease).
     pub leases: leases::Report,
+    /// Mutual exclusion and fencing (lock).
+    pub locks: locks::Report,
+    /// Lock sessions that failed, by error (lock).
+    pub lock_failures: BTreeMap<String, usize>,
 }
 
 /// Runs everything and writes the results.
@@ -165,11 +173,19 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     let mut rng = Rng::new(options.seed);
     let mut workers = Vec::new();
     let lease_log = Arc::new(lease::Log::default());
+    let lock_log = Arc::new(lock::Log::default());
     for id in 0..options.concurrency {
         workers.push(match options.workload {
             Workload::Lease => tokio::spawn(lease::worker(
                 ctx.clone(),
                 lease_log.clone(),
+                id,
+                rng.fork(),
+                deadline.into(),
+            )),
+            Workload::Lock => tokio::spawn(lock::worker(
+                ctx.clone(),
+                lock_log.clone(),
                 id,
                 rng.fork(),
                 deadline.into(),
@@ -248,6 +264,13 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     } else {
         leases::Report::default()
     };
+    let holds = lock_log.take();
+    if options.workload == Workload::Lock {
+        write_jsonl(&options.results.join("holds.jsonl"), &holds)?;
+    }
+    let locks = locks::check(&holds);
+    let lock_failures =
+        std::mem::take(&mut *lock_log.failed.lock().unwrap_or_else(|p| p.into_inner()));
     let watch = if options.workload == Workload::Watch {
         check_watchers(
             &mut cluster,
@@ -294,7 +317,8 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         && value_revisions.is_empty()
         && divergence.is_empty()
         && watch.valid()
-        && leases.valid();
+        && leases.valid()
+        && locks.valid();
     let report = Report {
         valid,
         command: command(&options),
@@ -312,6 +336,8 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         compared_at,
         watch,
         leases,
+        locks,
+        lock_failures,
     };
     write_results(&report, &history)?;
     Ok(report)
@@ -695,6 +721,20 @@ pub fn summary(report: &Report, history: &[Op]) -> String {
             l.anomalies.len()
         );
         for a in l.anomalies.iter().take(10) {
+            let _ = writeln!(s, "  {a:?}");
+        }
+    }
+    let k = &report.locks;
+    if k.holds > 0 || !k.anomalies.is_empty() {
+        let _ = writeln!(
+            s,
+            "locks: {} holds, {} confirmed, {} anomalies; failed sessions {:?}",
+            k.holds,
+            k.confirmed,
+            k.anomalies.len(),
+            report.lock_failures
+        );
+        for a in k.anomalies.iter().take(10) {
             let _ = writeln!(s, "  {a:?}");
         }
     }
