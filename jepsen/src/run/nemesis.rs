@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::cluster::Cluster;
+use super::cluster::{Cluster, Membership};
 use super::net::Firewall;
 use crate::rng::Rng;
 
@@ -26,6 +26,9 @@ pub enum Family {
     /// nftables partitions: halves, an isolated leader, a majority ring,
     /// a bridge.
     Partition,
+    /// Membership changes under load: remove a member and add it back
+    /// (fresh data dir), or add it back as a learner and promote it.
+    Membership,
 }
 
 /// One fault.
@@ -51,6 +54,12 @@ pub enum Kind {
     PartitionRing,
     /// Two halves joined by one member that sees both.
     PartitionBridge,
+    /// MemberRemove a random member (killed, data wiped); MemberAdd it
+    /// back with a fresh data dir when the fault ends.
+    MemberRemoveReadd,
+    /// MemberRemove a random member, MemberAdd it back at once as a learner
+    /// (fresh data dir); MemberPromote it when the fault ends.
+    MemberLearnerPromote,
 }
 
 impl Kind {
@@ -64,6 +73,7 @@ impl Kind {
                 Kind::PartitionRing,
                 Kind::PartitionBridge,
             ],
+            Family::Membership => &[Kind::MemberRemoveReadd, Kind::MemberLearnerPromote],
         }
     }
 }
@@ -166,6 +176,29 @@ pub async fn start(
     };
     let majority = n / 2 + 1;
     match fault.kind {
+        Kind::MemberRemoveReadd | Kind::MemberLearnerPromote => {
+            let i = fault.order[0];
+            applied.targets.push(name(i, cluster));
+            if cluster
+                .members
+                .iter()
+                .any(|m| m.membership != Membership::Voter)
+            {
+                applied.skipped = Some("a member is still out of the cluster".into());
+                return Ok(applied);
+            }
+            let changed = async {
+                cluster.remove(i).await?;
+                if fault.kind == Kind::MemberLearnerPromote {
+                    cluster.add(i, true).await?;
+                }
+                anyhow::Ok(())
+            };
+            if let Err(e) = changed.await {
+                eprintln!("cairn-jepsen: membership change failed: {e:#}");
+                applied.skipped = Some(format!("{e:#}"));
+            }
+        }
         Kind::KillRandom | Kind::KillLeader | Kind::KillMajority => {
             let targets: Vec<usize> = match fault.kind {
                 Kind::KillRandom => vec![fault.order[0]],
@@ -246,13 +279,30 @@ pub async fn start(
     Ok(applied)
 }
 
-/// Ends every fault: rules flushed, members continued and restarted.
+/// Ends every fault: rules flushed, members continued and restarted,
+/// removed members added back, learners promoted. A membership change that
+/// keeps failing is logged and tried again at the next heal; a member still
+/// out at the end makes the final comparison fail.
 ///
 /// # Errors
 /// nft refuses, or a member cannot be restarted.
-pub fn heal(cluster: &mut Cluster, firewall: &Firewall) -> anyhow::Result<()> {
+pub async fn heal(cluster: &mut Cluster, firewall: &Firewall) -> anyhow::Result<()> {
     firewall.heal()?;
-    cluster.heal()
+    cluster.heal()?;
+    for i in 0..cluster.members.len() {
+        let changed = match cluster.members[i].membership {
+            Membership::Voter => Ok(()),
+            Membership::Removed => cluster.add(i, false).await,
+            Membership::Learner(_) => cluster.promote(i).await,
+        };
+        if let Err(e) = changed {
+            eprintln!(
+                "cairn-jepsen: healing {}'s membership: {e:#}",
+                cluster.members[i].name
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
