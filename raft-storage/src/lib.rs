@@ -14,6 +14,8 @@
 //! - `log_store`: [`LogStore`], with group commit.
 //! - `state_machine`, `snapshot`: [`StateMachine`] and its snapshots.
 //! - `storage`: [`open`] a data dir.
+//! - `crash`: crash points before and after apply and the log flush
+//!   (feature `failpoints`, test-only; nothing without it).
 //!
 //! # Invariants
 //! - This crate knows nothing of tonic or the network; it sees only the
@@ -29,6 +31,7 @@
 //! - Log purge never outruns what is durable in the state machine.
 
 mod changes;
+mod crash;
 mod error;
 mod index;
 mod lease;

@@ -54,6 +54,8 @@ pub struct Member {
     paused: bool,
     /// Where a membership change left it.
     pub membership: Membership,
+    /// The FAILPOINTS it was last started with, while armed.
+    failpoints: Option<String>,
     /// The channel the runner's clients share; it reconnects by itself.
     channel: Channel,
 }
@@ -89,7 +91,12 @@ impl Member {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("open {}", self.log.display()))?;
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        match &self.failpoints {
+            Some(spec) => command.env("FAILPOINTS", spec),
+            None => command.env_remove("FAILPOINTS"),
+        };
+        let child = command
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -249,6 +256,7 @@ impl Cluster {
                 child: None,
                 paused: false,
                 membership: Membership::Voter,
+                failpoints: None,
                 channel,
             });
         }
@@ -394,6 +402,39 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// Restarts member `i` with the failpoints `spec` armed
+    /// (`FAILPOINTS`, read by a `cairn` built with `--features failpoints`).
+    ///
+    /// # Errors
+    /// It cannot be started.
+    pub fn arm(&mut self, i: usize, spec: String) -> anyhow::Result<()> {
+        self.kill(i);
+        self.members[i].failpoints = Some(spec);
+        self.restart(i)
+    }
+
+    /// Disarms every armed member: each is killed if it still runs and
+    /// started again without failpoints (by [`Cluster::heal`]). Returns the
+    /// names of those that had crashed by themselves.
+    pub fn disarm(&mut self) -> Vec<String> {
+        let mut crashed = Vec::new();
+        for i in 0..self.members.len() {
+            if self.members[i].failpoints.is_none() {
+                continue;
+            }
+            let exited = match &mut self.members[i].child {
+                Some(child) => matches!(child.try_wait(), Ok(Some(_))),
+                None => true,
+            };
+            if exited {
+                crashed.push(self.members[i].name.clone());
+            }
+            self.kill(i);
+            self.members[i].failpoints = None;
+        }
+        crashed
+    }
+
     /// A member other than `i` that runs, to send membership changes to:
     /// the leader if known.
     async fn other(&mut self, i: usize) -> anyhow::Result<usize> {

@@ -229,9 +229,16 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
             "cairn-jepsen: {:>6} ms {:?} {:?} {:?}",
             began, fault.kind, applied.targets, applied.sides
         );
-        faults.push(applied);
         tokio::time::sleep(Duration::from_millis(fault.duration_ms)).await;
-        nemesis::heal(&mut cluster, &firewall).await?;
+        let mut applied = applied;
+        applied.crashed = nemesis::heal(&mut cluster, &firewall).await?;
+        if fault.kind.failpoint().is_some() && applied.crashed.is_empty() {
+            applied.skipped = Some(
+                "no crash: a cairn without --features failpoints, or the point was not reached"
+                    .into(),
+            );
+        }
+        faults.push(applied);
     }
     for worker in workers {
         worker.await.context("a client task failed")?;
@@ -635,12 +642,17 @@ pub fn summary(report: &Report, history: &[Op]) -> String {
     for f in &report.faults {
         let _ = writeln!(
             s,
-            "  {:>6} ms +{} ms {:?} targets {:?} sides {:?}{}",
+            "  {:>6} ms +{} ms {:?} targets {:?} sides {:?}{}{}",
             f.began_ms,
             f.fault.duration_ms,
             f.fault.kind,
             f.targets,
             f.sides,
+            if f.crashed.is_empty() {
+                String::new()
+            } else {
+                format!(" crashed {:?}", f.crashed)
+            },
             f.skipped
                 .as_deref()
                 .map(|w| format!(" (skipped: {w})"))

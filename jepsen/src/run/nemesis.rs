@@ -29,6 +29,10 @@ pub enum Family {
     /// Membership changes under load: remove a member and add it back
     /// (fresh data dir), or add it back as a learner and promote it.
     Membership,
+    /// Restart a member with a storage crash point armed (needs a `cairn`
+    /// built with `--features failpoints`): it aborts before or after an
+    /// apply or a log flush.
+    Failpoint,
 }
 
 /// One fault.
@@ -60,6 +64,27 @@ pub enum Kind {
     /// MemberRemove a random member, MemberAdd it back at once as a learner
     /// (fresh data dir); MemberPromote it when the fault ends.
     MemberLearnerPromote,
+    /// Crash a random member before it applies a batch.
+    CrashBeforeApply,
+    /// Crash it after applying a batch, before answering openraft.
+    CrashAfterApply,
+    /// Crash it before the log flush's fsync.
+    CrashBeforeFlush,
+    /// Crash it after the fsync, before the appends are acknowledged.
+    CrashAfterFlush,
+}
+
+impl Kind {
+    /// The failpoint a crash kind arms.
+    pub fn failpoint(self) -> Option<&'static str> {
+        Some(match self {
+            Kind::CrashBeforeApply => "raft-storage::before-apply",
+            Kind::CrashAfterApply => "raft-storage::after-apply",
+            Kind::CrashBeforeFlush => "raft-storage::before-log-flush",
+            Kind::CrashAfterFlush => "raft-storage::after-log-flush",
+            _ => return None,
+        })
+    }
 }
 
 impl Kind {
@@ -74,6 +99,12 @@ impl Kind {
                 Kind::PartitionBridge,
             ],
             Family::Membership => &[Kind::MemberRemoveReadd, Kind::MemberLearnerPromote],
+            Family::Failpoint => &[
+                Kind::CrashBeforeApply,
+                Kind::CrashAfterApply,
+                Kind::CrashBeforeFlush,
+                Kind::CrashAfterFlush,
+            ],
         }
     }
 }
@@ -142,6 +173,8 @@ pub struct Applied {
     pub sides: Vec<Vec<String>>,
     /// Why it did nothing, if it did nothing.
     pub skipped: Option<String>,
+    /// Members that crashed by themselves at an armed failpoint.
+    pub crashed: Vec<String>,
 }
 
 /// Starts `fault`: kills, pauses or cuts. Returns what was done.
@@ -162,6 +195,7 @@ pub async fn start(
         targets: Vec::new(),
         sides: Vec::new(),
         skipped: None,
+        crashed: Vec::new(),
     };
     let leader = match fault.kind {
         Kind::KillLeader | Kind::PauseLeader | Kind::PartitionLeader => {
@@ -175,6 +209,15 @@ pub async fn start(
         _ => None,
     };
     let majority = n / 2 + 1;
+    if let Some(point) = fault.kind.failpoint() {
+        // The pass that crashes: 11–410, drawn from the schedule, so that
+        // the crash comes a second or a few into the fault under load.
+        let pass = 11 + fault.start_ms.wrapping_mul(7919) % 400;
+        let i = fault.order[0];
+        cluster.arm(i, format!("{point}={}*off->return", pass - 1))?;
+        applied.targets.push(name(i, cluster));
+        return Ok(applied);
+    }
     match fault.kind {
         Kind::MemberRemoveReadd | Kind::MemberLearnerPromote => {
             let i = fault.order[0];
@@ -199,6 +242,10 @@ pub async fn start(
                 applied.skipped = Some(format!("{e:#}"));
             }
         }
+        Kind::CrashBeforeApply
+        | Kind::CrashAfterApply
+        | Kind::CrashBeforeFlush
+        | Kind::CrashAfterFlush => {}
         Kind::KillRandom | Kind::KillLeader | Kind::KillMajority => {
             let targets: Vec<usize> = match fault.kind {
                 Kind::KillRandom => vec![fault.order[0]],
@@ -286,8 +333,10 @@ pub async fn start(
 ///
 /// # Errors
 /// nft refuses, or a member cannot be restarted.
-pub async fn heal(cluster: &mut Cluster, firewall: &Firewall) -> anyhow::Result<()> {
+/// Returns the members that crashed at an armed failpoint.
+pub async fn heal(cluster: &mut Cluster, firewall: &Firewall) -> anyhow::Result<Vec<String>> {
     firewall.heal()?;
+    let crashed = cluster.disarm();
     cluster.heal()?;
     for i in 0..cluster.members.len() {
         let changed = match cluster.members[i].membership {
@@ -302,7 +351,7 @@ pub async fn heal(cluster: &mut Cluster, firewall: &Firewall) -> anyhow::Result<
             );
         }
     }
-    Ok(())
+    Ok(crashed)
 }
 
 #[cfg(test)]
