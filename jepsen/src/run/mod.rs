@@ -263,6 +263,9 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
             Err(e) => divergence.push(format!("could not compare: {e:#}")),
         }
     }
+    // The lease workload's ops, counted with the others'.
+    let mut lease_ops = BTreeMap::new();
+    let mut lease_errors = BTreeMap::new();
     let leases = if options.workload == Workload::Lease {
         let remaining = match (&recovery_failure, cluster.await_leader(RECOVERY).await) {
             (None, Ok(leader)) => {
@@ -273,6 +276,17 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         };
         let ops = lease_log.take();
         write_jsonl(&options.results.join("leases.jsonl"), &ops)?;
+        for op in &ops {
+            if let leases::Outcome::Fail { error } | leases::Outcome::Info { error } = &op.outcome {
+                *lease_errors.entry(error.clone()).or_insert(0) += 1;
+            }
+            let kind = match op.outcome {
+                leases::Outcome::Fail { .. } => "fail",
+                leases::Outcome::Info { .. } => "info",
+                _ => "ok",
+            };
+            *lease_ops.entry(kind).or_insert(0) += 1;
+        }
         leases::check(&ops, remaining.as_deref())
     } else {
         leases::Report::default()
@@ -309,8 +323,8 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     };
     let revisions = checks::revisions(&history);
     let value_revisions = checks::value_revisions(&history);
-    let mut ops = BTreeMap::new();
-    let mut errors = BTreeMap::new();
+    let mut ops = lease_ops;
+    let mut errors = lease_errors;
     for op in &history {
         let (kind, error) = match &op.outcome {
             Outcome::Ok { .. } => ("ok", None),
