@@ -196,21 +196,33 @@ pub async fn worker(ctx: Arc<Ctx>, log: Arc<Log>, id: usize, mut rng: Rng, deadl
     }
 }
 
-/// After recovery: waits out every TTL, then reads every key through
-/// `leader` until it is gone or `patience` passed. Returns the keys still
-/// present.
+/// After recovery: waits out every TTL, then reads every key (starting on
+/// `leader`, moving on after a failed read) until it is gone or `patience`
+/// passed. Returns the keys last read present; a key whose reads all
+/// failed is not counted, as nothing is known of it.
 pub async fn remaining(ctx: &Ctx, log: &Log, leader: usize, patience: Duration) -> Vec<String> {
     tokio::time::sleep(Duration::from_secs(MAX_TTL + 1)).await;
     let deadline = Instant::now() + patience;
     let mut left = log.keys();
+    let mut present = std::collections::BTreeSet::new();
     let process = u64::MAX / 2;
+    let mut node = leader;
     while !left.is_empty() && Instant::now() < deadline {
         let mut still = Vec::new();
         for key in left {
             let read = Call::Read { key: key.clone() };
-            match invoke(ctx, log, process, leader, read).await {
-                Outcome::Read { value: None } => {}
-                _ => still.push(key),
+            match invoke(ctx, log, process, node, read).await {
+                Outcome::Read { value: None } => {
+                    present.remove(&key);
+                }
+                Outcome::Read { value: Some(_) } => {
+                    present.insert(key.clone());
+                    still.push(key);
+                }
+                _ => {
+                    node = (node + 1) % ctx.members();
+                    still.push(key);
+                }
             }
         }
         left = still;
@@ -218,5 +230,6 @@ pub async fn remaining(ctx: &Ctx, log: &Log, leader: usize, patience: Duration) 
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+    left.retain(|key| present.contains(key));
     left
 }

@@ -407,7 +407,11 @@ async fn check_watchers(
         collected.push(task.await.context("a watcher task failed")?);
     }
     let leader = cluster.await_leader(RECOVERY).await?;
-    match watcher::reference(cluster.members[leader].channel(), head).await {
+    let reference = watcher::reference(cluster.members[leader].channel(), head);
+    let reference = tokio::time::timeout(watcher::CATCH_UP * 2, reference)
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")));
+    match reference {
         Ok(reference) => Ok(watchers::check(history, &reference, &collected)),
         Err(e) => Ok(watchers::Report {
             anomalies: vec![watchers::Anomaly::Unusable {
