@@ -29,6 +29,10 @@ pub enum Family {
     /// Membership changes under load: remove a member and add it back
     /// (fresh data dir), or add it back as a learner and promote it.
     Membership,
+    /// kill -9 and restart at once (within the election timeout, so a
+    /// restarted leader may come back as leader of the same term): the
+    /// leader or a random member.
+    Restart,
     /// Restart a member with a storage crash point armed (needs a `cairn`
     /// built with `--features failpoints`): it aborts before or after an
     /// apply or a log flush.
@@ -64,6 +68,10 @@ pub enum Kind {
     /// MemberRemove a random member, MemberAdd it back at once as a learner
     /// (fresh data dir); MemberPromote it when the fault ends.
     MemberLearnerPromote,
+    /// SIGKILL the leader and start it again at once.
+    RestartLeader,
+    /// SIGKILL a random member and start it again at once.
+    RestartRandom,
     /// Crash a random member before it applies a batch.
     CrashBeforeApply,
     /// Crash it after applying a batch, before answering openraft.
@@ -99,6 +107,7 @@ impl Kind {
                 Kind::PartitionBridge,
             ],
             Family::Membership => &[Kind::MemberRemoveReadd, Kind::MemberLearnerPromote],
+            Family::Restart => &[Kind::RestartLeader, Kind::RestartRandom],
             Family::Failpoint => &[
                 Kind::CrashBeforeApply,
                 Kind::CrashAfterApply,
@@ -198,7 +207,7 @@ pub async fn start(
         crashed: Vec::new(),
     };
     let leader = match fault.kind {
-        Kind::KillLeader | Kind::PauseLeader | Kind::PartitionLeader => {
+        Kind::KillLeader | Kind::PauseLeader | Kind::PartitionLeader | Kind::RestartLeader => {
             let leader = cluster.any_leader().await;
             if leader.is_none() {
                 applied.skipped = Some("no leader known".into());
@@ -241,6 +250,12 @@ pub async fn start(
                 eprintln!("cairn-jepsen: membership change failed: {e:#}");
                 applied.skipped = Some(format!("{e:#}"));
             }
+        }
+        Kind::RestartLeader | Kind::RestartRandom => {
+            let i = leader.unwrap_or(fault.order[0]);
+            cluster.kill(i);
+            cluster.restart(i)?;
+            applied.targets.push(name(i, cluster));
         }
         Kind::CrashBeforeApply
         | Kind::CrashAfterApply
