@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`run`]: the runner behind `cairn-jepsen run`: a cluster of `cairn`
 //!   processes on 127.0.0.61+, concurrent clients recording a
-//!   [`history`], a seeded nemesis (kill, pause, nftables partitions),
+//!   [`history`], a seeded nemesis (kill, pause, nftables partitions,
+//!   membership changes, storage failpoints),
 //!   healing, recovery, the checks, and a results dir.
 //! - [`history`]: ops with real times; a timeout is indeterminate.
 //! - [`linear`]: a WGL/Porcupine-style linearizability search, per key.
@@ -15,6 +16,13 @@
 //! - [`watch`]: checks a recorded watch stream against the history of
 //!   committed writes (order, gaps, duplicates, atomic revisions, filters,
 //!   prev_kv, progress and compaction promises).
+//! - [`watchers`]: the watch workload's check: a reference watch agreeing
+//!   with the clients' history, then every watcher's segments and stitched
+//!   stream through [`watch`].
+//! - [`leases`]: the lease workload's history and check (no key gone while
+//!   its lease was protected by a keepalive, none outliving it).
+//! - [`locks`]: the lock workload's check (no two confirmed holds overlap;
+//!   fencing tokens rise).
 //! - [`rng`]: the seeded generator behind every random choice.
 //! - `error`: the crate's [`Error`].
 //!
@@ -31,9 +39,12 @@ pub mod elle;
 mod error;
 mod escaped;
 pub mod history;
+pub mod leases;
 pub mod linear;
+pub mod locks;
 pub mod rng;
 pub mod run;
 pub mod watch;
+pub mod watchers;
 
 pub use error::{Error, Result};

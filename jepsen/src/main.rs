@@ -37,7 +37,8 @@ struct RunArgs {
     /// The workload.
     #[arg(long, value_enum, default_value_t = Workload::Register)]
     workload: Workload,
-    /// Fault families, comma-separated (kill, pause, partition), or none.
+    /// Fault families, comma-separated (kill, pause, partition, membership,
+    /// restart, failpoint), all, or none.
     #[arg(long, default_value = "kill,partition")]
     nemesis: String,
     /// Seeds the fault schedule and the clients; random if absent.

@@ -16,6 +16,8 @@
 //! - `storage`: [`open`] a data dir.
 //! - `backup`: backups (the Snapshot RPC's stream): take, [`verify`] and
 //!   [`restore`], the last two with no server.
+//! - `crash`: crash points before and after apply and the log flush
+//!   (feature `failpoints`, test-only; nothing without it).
 //!
 //! # Invariants
 //! - This crate knows nothing of tonic or the network; it sees only the
@@ -32,6 +34,7 @@
 
 mod backup;
 mod changes;
+mod crash;
 mod error;
 mod index;
 mod lease;

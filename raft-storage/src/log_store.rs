@@ -53,8 +53,10 @@ impl Flusher {
                     // Durability: every entry of every append in `group` was
                     // written to sled before its callback was queued, so this
                     // one flush makes them all durable before any callback.
+                    crate::crash::point(crate::crash::BEFORE_LOG_FLUSH);
                     let res = db.flush().map(|_| ());
                     tracing::trace!(appends = group.len(), "log flushed");
+                    crate::crash::point(crate::crash::AFTER_LOG_FLUSH);
                     for cb in group {
                         cb.log_io_completed(
                             res.as_ref()

@@ -151,9 +151,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let entries: Vec<_> = entries.into_iter().collect();
-        self.store
+        crate::crash::point(crate::crash::BEFORE_APPLY);
+        let responses = self
+            .store
             .apply(entries)
-            .map_err(|e| sm_err(ErrorVerb::Write, e))
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        crate::crash::point(crate::crash::AFTER_APPLY);
+        Ok(responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

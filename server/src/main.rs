@@ -11,6 +11,10 @@ use clap::{CommandFactory, Parser};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // Test-only crash points, armed from the FAILPOINTS env var; kept for
+    // the whole run (dropping the scenario disarms them).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     // Bad flags: clap prints its message and exits with status 2.
     let config = Config::parse();
     if let Err(e) = config.validate() {

@@ -72,6 +72,16 @@ impl Ctx {
         self.values.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The channel to member `node`.
+    pub fn channel(&self, node: usize) -> Channel {
+        self.channels[node].clone()
+    }
+
+    /// How many members.
+    pub fn members(&self) -> usize {
+        self.channels.len()
+    }
+
     /// Records a completed op.
     pub fn record(&self, op: Op) {
         self.history
@@ -125,7 +135,7 @@ pub async fn invoke(ctx: &Ctx, process: u64, node: usize, call: Call) -> Op {
 }
 
 /// Fail if the request certainly did not take effect, else Info.
-fn classify(status: &tonic::Status, writes: bool) -> Outcome {
+pub(super) fn classify(status: &tonic::Status, writes: bool) -> Outcome {
     let message = status.message();
     let error = format!("{:?}: {message}", status.code());
     let refused = REFUSED.contains(&message)
@@ -147,7 +157,11 @@ pub async fn worker(ctx: Arc<Ctx>, workload: Workload, id: usize, mut rng: Rng, 
     let mut state = Register::default();
     while Instant::now() < deadline {
         let call = match workload {
-            Workload::Register => state.next(&ctx, &mut rng),
+            Workload::Register => state.next(&ctx, &mut rng, "r/"),
+            // The register workload's ops, on the keys the watchers watch.
+            Workload::Watch => state.next(&ctx, &mut rng, super::watcher::PREFIX),
+            // These have workers of their own.
+            Workload::Lease | Workload::Lock => return,
             Workload::Append => append::next(&ctx, &mut rng),
         };
         let op = invoke(&ctx, process, node, call).await;

@@ -16,9 +16,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use cairn_proto::etcdserverpb::{StatusRequest, StatusResponse};
+use cairn_proto::etcdserverpb::{
+    MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, StatusRequest,
+    StatusResponse,
+};
 use tonic::transport::{Channel, Endpoint};
 
 use super::cleanup;
@@ -27,6 +31,10 @@ use super::cleanup;
 const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause between polls.
 const POLL: Duration = Duration::from_millis(100);
+
+/// How long a membership change is retried ("unhealthy cluster", a
+/// learner not yet in sync, no leader).
+const MEMBERSHIP_PATIENCE: Duration = Duration::from_secs(20);
 
 /// Raft timing: 100 ms heartbeats and 1 s elections, so a failover takes
 /// about a second and a run of a minute sees several.
@@ -44,6 +52,10 @@ pub struct Member {
     child: Option<Child>,
     /// SIGSTOPped and not continued.
     paused: bool,
+    /// Where a membership change left it.
+    pub membership: Membership,
+    /// The FAILPOINTS it was last started with, while armed.
+    failpoints: Option<String>,
     /// The channel the runner's clients share; it reconnects by itself.
     channel: Channel,
 }
@@ -79,7 +91,12 @@ impl Member {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("open {}", self.log.display()))?;
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        match &self.failpoints {
+            Some(spec) => command.env("FAILPOINTS", spec),
+            None => command.env_remove("FAILPOINTS"),
+        };
+        let child = command
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -101,6 +118,58 @@ impl Member {
                 libc::kill(pid, signal);
             }
         }
+    }
+}
+
+/// A member's place in the cluster, as the membership nemesis left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    /// A voter (as started).
+    Voter,
+    /// Removed, its process killed and its data dir wiped: to be added
+    /// again before it restarts.
+    Removed,
+    /// Added again as the learner with this ID, running: to be promoted.
+    Learner(u64),
+}
+
+impl Member {
+    fn arg_mut(&mut self, flag: &str) -> Option<&mut String> {
+        let at = self.args.iter().position(|a| a == flag)?;
+        self.args.get_mut(at + 1)
+    }
+
+    fn arg(&self, flag: &str) -> Option<&str> {
+        let at = self.args.iter().position(|a| a == flag)?;
+        self.args.get(at + 1).map(String::as_str)
+    }
+
+    /// The peer URL it advertises.
+    pub fn peer_url(&self) -> String {
+        self.arg("--initial-advertise-peer-urls")
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// Retries `call` while the error is one etcd asks clients to retry, or the
+/// member is away, for [`MEMBERSHIP_PATIENCE`].
+async fn retrying<T, F, Fut>(what: &str, mut call: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let deadline = Instant::now() + MEMBERSHIP_PATIENCE;
+    loop {
+        let why = match tokio::time::timeout(STATUS_TIMEOUT * 3, call()).await {
+            Ok(Ok(t)) => return Ok(t),
+            Ok(Err(status)) => status.message().to_owned(),
+            Err(_) => "timeout".to_owned(),
+        };
+        if Instant::now() > deadline {
+            bail!("{what}: still failing after {MEMBERSHIP_PATIENCE:?}: {why}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -186,6 +255,8 @@ impl Cluster {
                 args,
                 child: None,
                 paused: false,
+                membership: Membership::Voter,
+                failpoints: None,
                 channel,
             });
         }
@@ -321,8 +392,165 @@ impl Cluster {
             if self.members[i].paused {
                 self.resume(i);
             }
+            if self.members[i].membership == Membership::Removed {
+                continue;
+            }
             self.restart(i)?;
         }
+        Ok(())
+    }
+}
+
+impl Cluster {
+    /// Restarts member `i` with the failpoints `spec` armed
+    /// (`FAILPOINTS`, read by a `cairn` built with `--features failpoints`).
+    ///
+    /// # Errors
+    /// It cannot be started.
+    pub fn arm(&mut self, i: usize, spec: String) -> anyhow::Result<()> {
+        self.kill(i);
+        self.members[i].failpoints = Some(spec);
+        self.restart(i)
+    }
+
+    /// Disarms every armed member: each is killed if it still runs and
+    /// started again without failpoints (by [`Cluster::heal`]). Returns the
+    /// names of those that had crashed by themselves.
+    pub fn disarm(&mut self) -> Vec<String> {
+        let mut crashed = Vec::new();
+        for i in 0..self.members.len() {
+            if self.members[i].failpoints.is_none() {
+                continue;
+            }
+            let exited = match &mut self.members[i].child {
+                Some(child) => matches!(child.try_wait(), Ok(Some(_))),
+                None => true,
+            };
+            if exited {
+                crashed.push(self.members[i].name.clone());
+            }
+            self.kill(i);
+            self.members[i].failpoints = None;
+        }
+        crashed
+    }
+
+    /// A member other than `i` that runs, to send membership changes to:
+    /// the leader if known.
+    async fn other(&mut self, i: usize) -> anyhow::Result<usize> {
+        if let Some(l) = self.any_leader().await.filter(|&l| l != i) {
+            return Ok(l);
+        }
+        self.live()
+            .into_iter()
+            .find(|&j| j != i && self.members[j].membership != Membership::Removed)
+            .context("no other live member")
+    }
+
+    /// Member `i`'s ID, from the member list (by peer URL).
+    async fn member_id(&mut self, i: usize) -> anyhow::Result<u64> {
+        let via = self.other(i).await?;
+        let url = self.members[i].peer_url();
+        let client = ClusterClient::new(self.members[via].channel());
+        let list = retrying("member list", || {
+            let mut c = client.clone();
+            async move {
+                c.member_list(MemberListRequest { linearizable: true })
+                    .await
+            }
+        })
+        .await?
+        .into_inner();
+        list.members
+            .iter()
+            .find(|m| m.peer_ur_ls.contains(&url))
+            .map(|m| m.id)
+            .with_context(|| format!("{url} is not in the member list"))
+    }
+
+    /// Removes member `i` from the cluster (MemberRemove through another
+    /// member), kills it and wipes its data dir.
+    ///
+    /// # Errors
+    /// The removal kept failing.
+    pub async fn remove(&mut self, i: usize) -> anyhow::Result<()> {
+        let id = self.member_id(i).await?;
+        let via = self.other(i).await?;
+        let client = ClusterClient::new(self.members[via].channel());
+        retrying("member remove", || {
+            let mut c = client.clone();
+            async move { c.member_remove(MemberRemoveRequest { id }).await }
+        })
+        .await?;
+        self.kill(i);
+        let m = &mut self.members[i];
+        m.membership = Membership::Removed;
+        if let Some(data) = m.arg("--data-dir") {
+            let _ = fs::remove_dir_all(data);
+        }
+        Ok(())
+    }
+
+    /// Adds removed member `i` again (as a learner if asked), with a fresh
+    /// data dir and `--initial-cluster-state existing`, and starts it.
+    ///
+    /// # Errors
+    /// The add kept failing, or the process cannot start.
+    pub async fn add(&mut self, i: usize, learner: bool) -> anyhow::Result<()> {
+        let via = self.other(i).await?;
+        let url = self.members[i].peer_url();
+        let client = ClusterClient::new(self.members[via].channel());
+        let added = retrying("member add", || {
+            let mut c = client.clone();
+            let request = MemberAddRequest {
+                peer_ur_ls: vec![url.clone()],
+                is_learner: learner,
+            };
+            async move { c.member_add(request).await }
+        })
+        .await?
+        .into_inner();
+        let id = added.member.map_or(0, |m| m.id);
+        let initial: Vec<String> = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(j, m)| *j == i || m.membership != Membership::Removed)
+            .map(|(_, m)| format!("{}={}", m.name, m.peer_url()))
+            .collect();
+        let m = &mut self.members[i];
+        if let Some(v) = m.arg_mut("--initial-cluster") {
+            *v = initial.join(",");
+        }
+        if let Some(v) = m.arg_mut("--initial-cluster-state") {
+            "existing".clone_into(v);
+        }
+        m.membership = if learner {
+            Membership::Learner(id)
+        } else {
+            Membership::Voter
+        };
+        self.ids[i] = id;
+        let program = self.program.clone();
+        self.members[i].spawn(&program)
+    }
+
+    /// Promotes learner `i`, retrying while it is not in sync.
+    ///
+    /// # Errors
+    /// Still not promoted after the retries.
+    pub async fn promote(&mut self, i: usize) -> anyhow::Result<()> {
+        let Membership::Learner(id) = self.members[i].membership else {
+            return Ok(());
+        };
+        let via = self.other(i).await?;
+        let client = ClusterClient::new(self.members[via].channel());
+        retrying("member promote", || {
+            let mut c = client.clone();
+            async move { c.member_promote(MemberPromoteRequest { id }).await }
+        })
+        .await?;
+        self.members[i].membership = Membership::Voter;
         Ok(())
     }
 }

@@ -15,9 +15,12 @@ mod append;
 mod cleanup;
 mod client;
 mod cluster;
+mod lease;
+mod lock;
 mod nemesis;
 mod net;
 mod register;
+mod watcher;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -34,7 +37,7 @@ pub use nemesis::Family;
 use crate::checks::{self, Anomaly, Final};
 use crate::history::{Call, Micro, Op, Outcome, Return};
 use crate::rng::Rng;
-use crate::{elle, linear};
+use crate::{elle, leases, linear, locks, watchers};
 use cluster::Cluster;
 use net::Firewall;
 
@@ -50,6 +53,16 @@ pub enum Workload {
     /// Multi-key txns appending to lists, checked for strict
     /// serializability by dependency cycles.
     Append,
+    /// The register workload's ops under `w/`, with watchers that
+    /// reconnect across members; the streams are checked against the KV
+    /// history.
+    Watch,
+    /// Keys attached to leases, some kept alive, some abandoned; keys must
+    /// vanish only after expiry.
+    Lease,
+    /// Sessions contending for one lock through the Lock service; mutual
+    /// exclusion and fencing by the lock key's create_revision.
+    Lock,
 }
 
 /// What to run.
@@ -106,6 +119,14 @@ pub struct Report {
     pub divergence: Vec<String>,
     /// The revision the members' states were compared at.
     pub compared_at: Option<i64>,
+    /// The watchers' streams against the KV history (watch).
+    pub watch: watchers::Report,
+    /// Keys against their leases (lease).
+    pub leases: leases::Report,
+    /// Mutual exclusion and fencing (lock).
+    pub locks: locks::Report,
+    /// Lock sessions that failed, by error (lock).
+    pub lock_failures: BTreeMap<String, usize>,
 }
 
 /// Runs everything and writes the results.
@@ -151,9 +172,40 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     let ctx = Arc::new(client::Ctx::new(start, channels, options.concurrency));
     let mut rng = Rng::new(options.seed);
     let mut workers = Vec::new();
+    let lease_log = Arc::new(lease::Log::default());
+    let lock_log = Arc::new(lock::Log::default());
     for id in 0..options.concurrency {
-        let worker = client::worker(ctx.clone(), options.workload, id, rng.fork(), deadline);
-        workers.push(tokio::spawn(worker));
+        workers.push(match options.workload {
+            Workload::Lease => tokio::spawn(lease::worker(
+                ctx.clone(),
+                lease_log.clone(),
+                id,
+                rng.fork(),
+                deadline.into(),
+            )),
+            Workload::Lock => tokio::spawn(lock::worker(
+                ctx.clone(),
+                lock_log.clone(),
+                id,
+                rng.fork(),
+                deadline.into(),
+            )),
+            w => tokio::spawn(client::worker(ctx.clone(), w, id, rng.fork(), deadline)),
+        });
+    }
+    // The watchers run until told the head revision, after recovery.
+    let (stop_watchers, stop) = tokio::sync::watch::channel(None);
+    let mut watcher_tasks = Vec::new();
+    if options.workload == Workload::Watch {
+        for id in 0..WATCHERS {
+            let channels = cluster
+                .members
+                .iter()
+                .map(cluster::Member::channel)
+                .collect();
+            let task = watcher::run(channels, id, rng.fork(), stop.clone());
+            watcher_tasks.push(tokio::spawn(task));
+        }
     }
 
     eprintln!(
@@ -165,20 +217,33 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     let mut faults = Vec::new();
     for fault in &schedule {
         tokio::time::sleep_until((start + Duration::from_millis(fault.start_ms)).into()).await;
+        // Slow heals (membership changes retry) can push the schedule past
+        // the clients' end; a fault without load tests nothing.
+        if Instant::now() + Duration::from_millis(fault.duration_ms) > deadline {
+            eprintln!("cairn-jepsen: the schedule slipped past the time limit; no more faults");
+            break;
+        }
         let began = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
         let applied = nemesis::start(fault, &mut cluster, &firewall, began).await?;
         eprintln!(
             "cairn-jepsen: {:>6} ms {:?} {:?} {:?}",
             began, fault.kind, applied.targets, applied.sides
         );
-        faults.push(applied);
         tokio::time::sleep(Duration::from_millis(fault.duration_ms)).await;
-        nemesis::heal(&mut cluster, &firewall)?;
+        let mut applied = applied;
+        applied.crashed = nemesis::heal(&mut cluster, &firewall).await?;
+        if fault.kind.failpoint().is_some() && applied.crashed.is_empty() {
+            applied.skipped = Some(
+                "no crash: a cairn without --features failpoints, or the point was not reached"
+                    .into(),
+            );
+        }
+        faults.push(applied);
     }
     for worker in workers {
         worker.await.context("a client task failed")?;
     }
-    nemesis::heal(&mut cluster, &firewall)?;
+    nemesis::heal(&mut cluster, &firewall).await?;
     eprintln!("cairn-jepsen: healed; waiting for recovery");
 
     let recovery_failure = recover(&mut cluster).await.err().map(|e| format!("{e:#}"));
@@ -198,6 +263,53 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
             Err(e) => divergence.push(format!("could not compare: {e:#}")),
         }
     }
+    // The lease workload's ops, counted with the others'.
+    let mut lease_ops = BTreeMap::new();
+    let mut lease_errors = BTreeMap::new();
+    let leases = if options.workload == Workload::Lease {
+        let remaining = match (&recovery_failure, cluster.await_leader(RECOVERY).await) {
+            (None, Ok(leader)) => {
+                eprintln!("cairn-jepsen: waiting for every lease to expire");
+                Some(lease::remaining(&ctx, &lease_log, leader, LEASE_PATIENCE).await)
+            }
+            _ => None,
+        };
+        let ops = lease_log.take();
+        write_jsonl(&options.results.join("leases.jsonl"), &ops)?;
+        for op in &ops {
+            if let leases::Outcome::Fail { error } | leases::Outcome::Info { error } = &op.outcome {
+                *lease_errors.entry(error.clone()).or_insert(0) += 1;
+            }
+            let kind = match op.outcome {
+                leases::Outcome::Fail { .. } => "fail",
+                leases::Outcome::Info { .. } => "info",
+                _ => "ok",
+            };
+            *lease_ops.entry(kind).or_insert(0) += 1;
+        }
+        leases::check(&ops, remaining.as_deref())
+    } else {
+        leases::Report::default()
+    };
+    let holds = lock_log.take();
+    if options.workload == Workload::Lock {
+        write_jsonl(&options.results.join("holds.jsonl"), &holds)?;
+    }
+    let locks = locks::check(&holds);
+    let lock_failures =
+        std::mem::take(&mut *lock_log.failed.lock().unwrap_or_else(|p| p.into_inner()));
+    let watch = if options.workload == Workload::Watch {
+        check_watchers(
+            &mut cluster,
+            compared_at,
+            &history,
+            stop_watchers,
+            watcher_tasks,
+        )
+        .await?
+    } else {
+        watchers::Report::default()
+    };
     history.sort_by_key(|op| (op.invoke, op.complete));
     drop(cluster);
     drop(firewall);
@@ -211,8 +323,8 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     };
     let revisions = checks::revisions(&history);
     let value_revisions = checks::value_revisions(&history);
-    let mut ops = BTreeMap::new();
-    let mut errors = BTreeMap::new();
+    let mut ops = lease_ops;
+    let mut errors = lease_errors;
     for op in &history {
         let (kind, error) = match &op.outcome {
             Outcome::Ok { .. } => ("ok", None),
@@ -230,7 +342,10 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         && lost_writes.is_empty()
         && revisions.is_empty()
         && value_revisions.is_empty()
-        && divergence.is_empty();
+        && divergence.is_empty()
+        && watch.valid()
+        && leases.valid()
+        && locks.valid();
     let report = Report {
         valid,
         command: command(&options),
@@ -246,9 +361,65 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         value_revisions,
         divergence,
         compared_at,
+        watch,
+        leases,
+        locks,
+        lock_failures,
     };
     write_results(&report, &history)?;
     Ok(report)
+}
+
+/// How long abandoned leases' keys may linger after every TTL passed:
+/// a new leader refreshes every lease to its full TTL.
+const LEASE_PATIENCE: Duration = Duration::from_secs(15);
+
+/// Writes one JSON value a line.
+fn write_jsonl<T: Serialize>(path: &std::path::Path, items: &[T]) -> anyhow::Result<()> {
+    let mut lines = String::new();
+    for item in items {
+        lines.push_str(&serde_json::to_string(item)?);
+        lines.push('\n');
+    }
+    std::fs::write(path, lines).with_context(|| format!("write {}", path.display()))
+}
+
+/// Watchers in the watch workload.
+const WATCHERS: usize = 4;
+
+/// Tells the watchers the head, collects them, reads the reference from
+/// the leader, and checks. Without a head (no recovery) the watchers are
+/// checked against nothing and the run is already invalid.
+async fn check_watchers(
+    cluster: &mut Cluster,
+    head: Option<i64>,
+    history: &[Op],
+    stop: tokio::sync::watch::Sender<Option<i64>>,
+    tasks: Vec<tokio::task::JoinHandle<watchers::Watcher>>,
+) -> anyhow::Result<watchers::Report> {
+    let Some(head) = head else {
+        return Ok(watchers::Report::default());
+    };
+    eprintln!("cairn-jepsen: watchers catching up to revision {head}");
+    let _ = stop.send(Some(head));
+    let mut collected = Vec::new();
+    for task in tasks {
+        collected.push(task.await.context("a watcher task failed")?);
+    }
+    let leader = cluster.await_leader(RECOVERY).await?;
+    let reference = watcher::reference(cluster.members[leader].channel(), head);
+    let reference = tokio::time::timeout(watcher::CATCH_UP * 2, reference)
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")));
+    match reference {
+        Ok(reference) => Ok(watchers::check(history, &reference, &collected)),
+        Err(e) => Ok(watchers::Report {
+            anomalies: vec![watchers::Anomaly::Unusable {
+                why: format!("reading the reference: {e:#}"),
+            }],
+            ..watchers::Report::default()
+        }),
+    }
 }
 
 /// Waits for an agreed leader and a successful write through it.
@@ -489,12 +660,17 @@ pub fn summary(report: &Report, history: &[Op]) -> String {
     for f in &report.faults {
         let _ = writeln!(
             s,
-            "  {:>6} ms +{} ms {:?} targets {:?} sides {:?}{}",
+            "  {:>6} ms +{} ms {:?} targets {:?} sides {:?}{}{}",
             f.began_ms,
             f.fault.duration_ms,
             f.fault.kind,
             f.targets,
             f.sides,
+            if f.crashed.is_empty() {
+                String::new()
+            } else {
+                format!(" crashed {:?}", f.crashed)
+            },
             f.skipped
                 .as_deref()
                 .map(|w| format!(" (skipped: {w})"))
@@ -550,6 +726,52 @@ pub fn summary(report: &Report, history: &[Op]) -> String {
                     );
                 }
             }
+        }
+    }
+    let w = &report.watch;
+    if w.watchers > 0 || !w.anomalies.is_empty() {
+        let _ = writeln!(
+            s,
+            "watch: {} watchers ({} caught up), {} segments, {} events, {} progress, head {}, {} anomalies",
+            w.watchers,
+            w.caught_up,
+            w.segments,
+            w.events,
+            w.progress,
+            w.head,
+            w.anomalies.len()
+        );
+        for a in w.anomalies.iter().take(10) {
+            let _ = writeln!(s, "  {a:?}");
+        }
+    }
+    let l = &report.leases;
+    if l.leases > 0 || !l.anomalies.is_empty() {
+        let _ = writeln!(
+            s,
+            "leases: {} granted, {} keys, {} seen expiring, {} keepalives, {} anomalies",
+            l.leases,
+            l.keys,
+            l.expired,
+            l.keepalives,
+            l.anomalies.len()
+        );
+        for a in l.anomalies.iter().take(10) {
+            let _ = writeln!(s, "  {a:?}");
+        }
+    }
+    let k = &report.locks;
+    if k.holds > 0 || !k.anomalies.is_empty() {
+        let _ = writeln!(
+            s,
+            "locks: {} holds, {} confirmed, {} anomalies; failed sessions {:?}",
+            k.holds,
+            k.confirmed,
+            k.anomalies.len(),
+            report.lock_failures
+        );
+        for a in k.anomalies.iter().take(10) {
+            let _ = writeln!(s, "  {a:?}");
         }
     }
     for (name, list) in [

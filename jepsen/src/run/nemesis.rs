@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::cluster::Cluster;
+use super::cluster::{Cluster, Membership};
 use super::net::Firewall;
 use crate::rng::Rng;
 
@@ -26,6 +26,17 @@ pub enum Family {
     /// nftables partitions: halves, an isolated leader, a majority ring,
     /// a bridge.
     Partition,
+    /// Membership changes under load: remove a member and add it back
+    /// (fresh data dir), or add it back as a learner and promote it.
+    Membership,
+    /// kill -9 and restart at once (within the election timeout, so a
+    /// restarted leader may come back as leader of the same term): the
+    /// leader or a random member.
+    Restart,
+    /// Restart a member with a storage crash point armed (needs a `cairn`
+    /// built with `--features failpoints`): it aborts before or after an
+    /// apply or a log flush.
+    Failpoint,
 }
 
 /// One fault.
@@ -51,6 +62,37 @@ pub enum Kind {
     PartitionRing,
     /// Two halves joined by one member that sees both.
     PartitionBridge,
+    /// MemberRemove a random member (killed, data wiped); MemberAdd it
+    /// back with a fresh data dir when the fault ends.
+    MemberRemoveReadd,
+    /// MemberRemove a random member, MemberAdd it back at once as a learner
+    /// (fresh data dir); MemberPromote it when the fault ends.
+    MemberLearnerPromote,
+    /// SIGKILL the leader and start it again at once.
+    RestartLeader,
+    /// SIGKILL a random member and start it again at once.
+    RestartRandom,
+    /// Crash a random member before it applies a batch.
+    CrashBeforeApply,
+    /// Crash it after applying a batch, before answering openraft.
+    CrashAfterApply,
+    /// Crash it before the log flush's fsync.
+    CrashBeforeFlush,
+    /// Crash it after the fsync, before the appends are acknowledged.
+    CrashAfterFlush,
+}
+
+impl Kind {
+    /// The failpoint a crash kind arms.
+    pub fn failpoint(self) -> Option<&'static str> {
+        Some(match self {
+            Kind::CrashBeforeApply => "raft-storage::before-apply",
+            Kind::CrashAfterApply => "raft-storage::after-apply",
+            Kind::CrashBeforeFlush => "raft-storage::before-log-flush",
+            Kind::CrashAfterFlush => "raft-storage::after-log-flush",
+            _ => return None,
+        })
+    }
 }
 
 impl Kind {
@@ -63,6 +105,14 @@ impl Kind {
                 Kind::PartitionLeader,
                 Kind::PartitionRing,
                 Kind::PartitionBridge,
+            ],
+            Family::Membership => &[Kind::MemberRemoveReadd, Kind::MemberLearnerPromote],
+            Family::Restart => &[Kind::RestartLeader, Kind::RestartRandom],
+            Family::Failpoint => &[
+                Kind::CrashBeforeApply,
+                Kind::CrashAfterApply,
+                Kind::CrashBeforeFlush,
+                Kind::CrashAfterFlush,
             ],
         }
     }
@@ -132,6 +182,8 @@ pub struct Applied {
     pub sides: Vec<Vec<String>>,
     /// Why it did nothing, if it did nothing.
     pub skipped: Option<String>,
+    /// Members that crashed by themselves at an armed failpoint.
+    pub crashed: Vec<String>,
 }
 
 /// Starts `fault`: kills, pauses or cuts. Returns what was done.
@@ -152,9 +204,10 @@ pub async fn start(
         targets: Vec::new(),
         sides: Vec::new(),
         skipped: None,
+        crashed: Vec::new(),
     };
     let leader = match fault.kind {
-        Kind::KillLeader | Kind::PauseLeader | Kind::PartitionLeader => {
+        Kind::KillLeader | Kind::PauseLeader | Kind::PartitionLeader | Kind::RestartLeader => {
             let leader = cluster.any_leader().await;
             if leader.is_none() {
                 applied.skipped = Some("no leader known".into());
@@ -165,7 +218,49 @@ pub async fn start(
         _ => None,
     };
     let majority = n / 2 + 1;
+    if let Some(point) = fault.kind.failpoint() {
+        // The pass that crashes: 11–410, drawn from the schedule, so that
+        // the crash comes a second or a few into the fault under load.
+        let pass = 11 + fault.start_ms.wrapping_mul(7919) % 400;
+        let i = fault.order[0];
+        cluster.arm(i, format!("{point}={}*off->return", pass - 1))?;
+        applied.targets.push(name(i, cluster));
+        return Ok(applied);
+    }
     match fault.kind {
+        Kind::MemberRemoveReadd | Kind::MemberLearnerPromote => {
+            let i = fault.order[0];
+            applied.targets.push(name(i, cluster));
+            if cluster
+                .members
+                .iter()
+                .any(|m| m.membership != Membership::Voter)
+            {
+                applied.skipped = Some("a member is still out of the cluster".into());
+                return Ok(applied);
+            }
+            let changed = async {
+                cluster.remove(i).await?;
+                if fault.kind == Kind::MemberLearnerPromote {
+                    cluster.add(i, true).await?;
+                }
+                anyhow::Ok(())
+            };
+            if let Err(e) = changed.await {
+                eprintln!("cairn-jepsen: membership change failed: {e:#}");
+                applied.skipped = Some(format!("{e:#}"));
+            }
+        }
+        Kind::RestartLeader | Kind::RestartRandom => {
+            let i = leader.unwrap_or(fault.order[0]);
+            cluster.kill(i);
+            cluster.restart(i)?;
+            applied.targets.push(name(i, cluster));
+        }
+        Kind::CrashBeforeApply
+        | Kind::CrashAfterApply
+        | Kind::CrashBeforeFlush
+        | Kind::CrashAfterFlush => {}
         Kind::KillRandom | Kind::KillLeader | Kind::KillMajority => {
             let targets: Vec<usize> = match fault.kind {
                 Kind::KillRandom => vec![fault.order[0]],
@@ -246,13 +341,32 @@ pub async fn start(
     Ok(applied)
 }
 
-/// Ends every fault: rules flushed, members continued and restarted.
+/// Ends every fault: rules flushed, members continued and restarted,
+/// removed members added back, learners promoted. A membership change that
+/// keeps failing is logged and tried again at the next heal; a member still
+/// out at the end makes the final comparison fail.
 ///
 /// # Errors
 /// nft refuses, or a member cannot be restarted.
-pub fn heal(cluster: &mut Cluster, firewall: &Firewall) -> anyhow::Result<()> {
+/// Returns the members that crashed at an armed failpoint.
+pub async fn heal(cluster: &mut Cluster, firewall: &Firewall) -> anyhow::Result<Vec<String>> {
     firewall.heal()?;
-    cluster.heal()
+    let crashed = cluster.disarm();
+    cluster.heal()?;
+    for i in 0..cluster.members.len() {
+        let changed = match cluster.members[i].membership {
+            Membership::Voter => Ok(()),
+            Membership::Removed => cluster.add(i, false).await,
+            Membership::Learner(_) => cluster.promote(i).await,
+        };
+        if let Err(e) = changed {
+            eprintln!(
+                "cairn-jepsen: healing {}'s membership: {e:#}",
+                cluster.members[i].name
+            );
+        }
+    }
+    Ok(crashed)
 }
 
 #[cfg(test)]

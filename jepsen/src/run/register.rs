@@ -27,10 +27,11 @@ pub struct Register {
 }
 
 impl Register {
-    /// The next op: half reads, three tenths writes, a fifth CASes.
-    pub fn next(&mut self, ctx: &Ctx, rng: &mut Rng) -> Call {
+    /// The next op on a key under `prefix`: half reads, three tenths
+    /// writes, a fifth CASes.
+    pub fn next(&mut self, ctx: &Ctx, rng: &mut Rng, prefix: &str) -> Call {
         let group = ctx.tick() / OPS_PER_GROUP;
-        let key = format!("r/{}", group * KEYS + rng.below(KEYS));
+        let key = format!("{prefix}{}", group * KEYS + rng.below(KEYS));
         match rng.below(10) {
             0..=4 => Call::Read { key },
             5..=7 => Call::Write {
