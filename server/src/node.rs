@@ -38,7 +38,7 @@ use crate::kv::{KvParts, KvService};
 use crate::lease::{LeaseService, Lessor};
 use crate::maintenance::{MaintenanceParts, MaintenanceService};
 use crate::member::{self, MemberIds};
-use crate::peer::{self, Contact, Leader, Network, PeerService, Peers, Route};
+use crate::peer::{self, Contact, Leader, Network, PeerService, Peers, Restarted, Route};
 use crate::propose::Proposer;
 use crate::quota::Quota;
 use crate::read_index::ReadBarrier;
@@ -163,6 +163,7 @@ impl Node {
             tokio::task::spawn_blocking(move || log.force_sole_member(id, me)).await??;
         }
 
+        let restarted = restarted(&log_store).await?;
         let heartbeat = Duration::from_millis(config.heartbeat_interval);
         let source = peer_addrs
             .first()
@@ -201,7 +202,7 @@ impl Node {
         };
         // From here on the storage is open: on failure, close it again.
         let started = async {
-            let core = node.serve_peers(&config, peer_listeners, peers, connected)?;
+            let core = node.serve_peers(&config, peer_listeners, peers, connected, restarted)?;
             node.join(&config, fresh).await?;
             node.serve_clients(&config, listeners, tracker, core)
         };
@@ -221,6 +222,7 @@ impl Node {
         listeners: Vec<TcpListener>,
         peers: Arc<Peers>,
         connected: Arc<Connected>,
+        restarted: Restarted,
     ) -> Result<Core> {
         let election_timeout = Duration::from_millis(config.election_timeout);
         let request_timeout = BASE_REQUEST_TIMEOUT + 2 * election_timeout;
@@ -230,6 +232,7 @@ impl Node {
             peers.clone(),
             self.ids.member_id,
             contact.clone(),
+            restarted,
             election_timeout,
             request_timeout,
         );
@@ -261,6 +264,7 @@ impl Node {
             self.ids.cluster_id,
             contact.clone(),
             Leader {
+                route: route.clone(),
                 proposer: proposer.clone(),
                 membership: membership.clone(),
                 lessor: lessor.clone(),
@@ -333,8 +337,7 @@ impl Node {
             request_timeout,
             max_request_bytes,
         } = core;
-        let (reads, read_barrier) =
-            ReadBarrier::spawn(self.raft.clone(), route.clone(), request_timeout);
+        let (reads, read_barrier) = ReadBarrier::spawn(route.clone(), request_timeout);
         self.read_barrier = read_barrier;
         if let Some(mode) = config.auto_compaction()? {
             self.auto_compactor = Some(compactor::spawn(
@@ -777,6 +780,19 @@ fn raft_config(config: &Config) -> Result<openraft::Config> {
         ..openraft::Config::default()
     };
     Ok(raft_config.validate()?)
+}
+
+/// The term of the stored vote and the last log index, before openraft
+/// starts (see [`Route::linearizable`]).
+async fn restarted(log_store: &cairn_raft_storage::LogStore) -> Result<Restarted> {
+    use openraft::storage::RaftLogStorage;
+    let mut log = log_store.clone();
+    let fatal = openraft::error::Fatal::StorageError;
+    let vote = log.read_vote().await.map_err(fatal)?;
+    let term = vote.map_or(0, |v| v.leader_id().get_term());
+    let last_log = log.get_log_state().await.map_err(fatal)?.last_log_id;
+    let last_index = last_log.map_or(0, |id| id.index);
+    Ok(Restarted { term, last_index })
 }
 
 /// Creates the cluster of `--initial-cluster` on a fresh data dir. Every

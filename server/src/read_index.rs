@@ -15,12 +15,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_raft_storage::{Member, NodeId, Raft};
+use cairn_raft_storage::{Member, NodeId};
 use openraft::error::{CheckIsLeaderError, RaftError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::peer::{Answer, ForwardError, Forwarded, Route, Target};
+use crate::peer::{Answer, ForwardError, Forwarded, LinearizableError, Route, Target};
 
 /// Why a read could not pass the barrier.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -54,16 +54,16 @@ pub(crate) struct ReadBarrier {
 }
 
 impl ReadBarrier {
-    /// Starts the loop task on `raft`. Each round, and each wait, gives up
-    /// after `timeout`.
+    /// Starts the loop task. Each round, and each wait, gives up after
+    /// `timeout`.
     ///
-    /// On the leader a round is openraft's `ensure_linearizable`. On a
+    /// On the leader a round is [`Route::linearizable`]. On a
     /// follower it asks the leader for its read index, then waits until
     /// this member has applied that far.
-    pub(crate) fn spawn(raft: Raft, route: Route, timeout: Duration) -> (Self, JoinHandle<()>) {
+    pub(crate) fn spawn(route: Route, timeout: Duration) -> (Self, JoinHandle<()>) {
         Self::spawn_with(timeout, move || {
-            let (raft, route) = (raft.clone(), route.clone());
-            async move { confirm(&raft, &route).await }
+            let route = route.clone();
+            async move { confirm(&route).await }
         })
     }
 
@@ -105,7 +105,7 @@ impl ReadBarrier {
     }
 }
 
-async fn confirm(raft: &Raft, route: &Route) -> Result<(), ReadError> {
+async fn confirm(route: &Route) -> Result<(), ReadError> {
     let forward = |e: ForwardError| ReadError::Forward(Arc::new(e));
     if route.learner() {
         return Err(ReadError::Learner);
@@ -119,11 +119,11 @@ async fn confirm(raft: &Raft, route: &Route) -> Result<(), ReadError> {
         return Ok(());
     }
     match route.target() {
-        Target::Here => raft
-            .ensure_linearizable()
-            .await
-            .map(|_read_log_id| ())
-            .map_err(|e| ReadError::Raft(Box::new(e))),
+        Target::Here => match route.linearizable().await {
+            Ok(_read_index) => Ok(()),
+            Err(LinearizableError::Raft(e)) => Err(ReadError::Raft(Box::new(e))),
+            Err(LinearizableError::Behind) => Err(ReadError::Timeout),
+        },
         Target::There(id, leader) => {
             match route.forward(id, &leader, &Forwarded::ReadIndex).await {
                 Ok(Answer::ReadIndex(index)) => route.applied(index).await.map_err(forward),

@@ -22,6 +22,7 @@ use std::time::Duration;
 use cairn_proto::cairnpeer::peer_client::PeerClient;
 use cairn_proto::cairnpeer::{Envelope, Reply};
 use cairn_raft_storage::{Member, NodeId, Raft, Request, Response};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -359,8 +360,27 @@ pub(crate) struct Route {
     me: NodeId,
     /// When a leader was last heard from.
     contact: Arc<Contact>,
+    /// What this member's log held when it started; see
+    /// [`Route::linearizable`].
+    restarted: Restarted,
     election_timeout: Duration,
     timeout: Duration,
+}
+
+/// The term of this member's vote and its last log index when it started.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Restarted {
+    pub(crate) term: u64,
+    pub(crate) last_index: u64,
+}
+
+/// Why [`Route::linearizable`] failed.
+#[derive(Debug)]
+pub(crate) enum LinearizableError {
+    /// openraft's answer: not leader, no quorum, or stopped.
+    Raft(RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>),
+    /// The state machine did not catch up within the request timeout.
+    Behind,
 }
 
 impl Route {
@@ -370,6 +390,7 @@ impl Route {
         peers: Arc<Peers>,
         me: NodeId,
         contact: Arc<Contact>,
+        restarted: Restarted,
         election_timeout: Duration,
         timeout: Duration,
     ) -> Self {
@@ -378,9 +399,39 @@ impl Route {
             peers,
             me,
             contact,
+            restarted,
             election_timeout,
             timeout,
         }
+    }
+
+    /// On the leader: confirms leadership and waits until the state
+    /// machine has applied the read index (openraft's
+    /// `ensure_linearizable`); returns the read index.
+    ///
+    /// openraft 0.9 lets a leader that restarts (kill -9 and back within
+    /// an election timeout) resume leading in its own term without a new
+    /// blank entry, and takes its read index from the commit index it
+    /// saved, which need not be durable, and from its first entry of the
+    /// term. Writes it acknowledged before the crash can lie above both,
+    /// and a read would miss them. So while this member leads in the term
+    /// it started in, the read index is at least its last log index at
+    /// the start: every write it acknowledged is in its own log.
+    pub(crate) async fn linearizable(&self) -> Result<u64, LinearizableError> {
+        let read = self
+            .raft
+            .ensure_linearizable()
+            .await
+            .map_err(LinearizableError::Raft)?
+            .map_or(0, |id| id.index);
+        let term = self.raft.metrics().borrow().current_term;
+        if term != self.restarted.term || read >= self.restarted.last_index {
+            return Ok(read);
+        }
+        self.applied(self.restarted.last_index)
+            .await
+            .map_err(|_| LinearizableError::Behind)?;
+        Ok(self.restarted.last_index)
     }
 
     /// Where the leader is, by this member's latest knowledge. As in etcd,

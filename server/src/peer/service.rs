@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::network::received_snapshot;
-use super::{encode, Answer, Forwarded, MembersReply, Relayed};
+use super::{encode, Answer, Forwarded, LinearizableError, MembersReply, Relayed, Route};
 use crate::cluster::{ClusterError, Membership};
 use crate::lease::Lessor;
 use crate::propose::Proposer;
@@ -71,6 +71,7 @@ pub(crate) struct PreVoteReply {
 /// The leader side of this member: what it does with forwarded requests.
 #[derive(Clone)]
 pub(crate) struct Leader {
+    pub(crate) route: Route,
     pub(crate) proposer: Proposer,
     pub(crate) membership: Arc<Membership>,
     pub(crate) lessor: Arc<Lessor>,
@@ -252,7 +253,7 @@ impl Peer for PeerService {
                 .propose_here(request)
                 .await
                 .map(|(response, index)| Answer::Proposed(response, index)),
-            Forwarded::ReadIndex => read_index(&self.raft).await.map(Answer::ReadIndex),
+            Forwarded::ReadIndex => read_index(&self.leader.route).await.map(Answer::ReadIndex),
             Forwarded::ChangeMembers(change) => self
                 .leader
                 .membership
@@ -301,10 +302,10 @@ impl Peer for PeerService {
 
 /// The leader's read index: confirms leadership with a quorum and returns
 /// the log index a follower must apply before it reads.
-async fn read_index(raft: &Raft) -> Result<u64, RequestError> {
-    let read_log_id = raft.ensure_linearizable().await.map_err(|e| match e {
-        RaftError::APIError(_) => RequestError::NoLeader,
-        RaftError::Fatal(f) => RequestError::Fatal(f),
-    })?;
-    Ok(read_log_id.map_or(0, |id| id.index))
+async fn read_index(route: &Route) -> Result<u64, RequestError> {
+    route.linearizable().await.map_err(|e| match e {
+        LinearizableError::Raft(RaftError::APIError(_)) => RequestError::NoLeader,
+        LinearizableError::Raft(RaftError::Fatal(f)) => RequestError::Fatal(f),
+        LinearizableError::Behind => RequestError::Timeout,
+    })
 }
