@@ -121,7 +121,7 @@ async fn confirm(route: &Route) -> Result<(), ReadError> {
     match route.target() {
         Target::Here => match route.linearizable().await {
             Ok(_read_index) => Ok(()),
-            Err(LinearizableError::Raft(e)) => Err(ReadError::Raft(Box::new(e))),
+            Err(LinearizableError::Raft(e)) => Err(ReadError::Raft(e)),
             Err(LinearizableError::Behind) => Err(ReadError::Timeout),
         },
         Target::There(id, leader) => {

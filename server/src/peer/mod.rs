@@ -377,8 +377,9 @@ pub(crate) struct Restarted {
 /// Why [`Route::linearizable`] failed.
 #[derive(Debug)]
 pub(crate) enum LinearizableError {
-    /// openraft's answer: not leader, no quorum, or stopped.
-    Raft(RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>),
+    /// openraft's answer: not leader, no quorum, or stopped. Boxed: it is
+    /// large.
+    Raft(Box<RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>>),
     /// The state machine did not catch up within the request timeout.
     Behind,
 }
@@ -422,7 +423,7 @@ impl Route {
             .raft
             .ensure_linearizable()
             .await
-            .map_err(LinearizableError::Raft)?
+            .map_err(|e| LinearizableError::Raft(Box::new(e)))?
             .map_or(0, |id| id.index);
         let term = self.raft.metrics().borrow().current_term;
         if term != self.restarted.term || read >= self.restarted.last_index {

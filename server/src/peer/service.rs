@@ -304,8 +304,10 @@ impl Peer for PeerService {
 /// the log index a follower must apply before it reads.
 async fn read_index(route: &Route) -> Result<u64, RequestError> {
     route.linearizable().await.map_err(|e| match e {
-        LinearizableError::Raft(RaftError::APIError(_)) => RequestError::NoLeader,
-        LinearizableError::Raft(RaftError::Fatal(f)) => RequestError::Fatal(f),
+        LinearizableError::Raft(e) => match *e {
+            RaftError::APIError(_) => RequestError::NoLeader,
+            RaftError::Fatal(f) => RequestError::Fatal(f),
+        },
         LinearizableError::Behind => RequestError::Timeout,
     })
 }
