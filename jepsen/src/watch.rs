@@ -57,6 +57,7 @@ mod history;
 mod range;
 mod stream;
 mod violation;
+pub mod wire;
 
 pub use check::{check, check_complete, Report};
 pub use history::{Change, EventKind, History, Kv};

@@ -17,17 +17,15 @@ use std::time::Duration;
 
 use cairn_proto::etcdserverpb::watch_client::WatchClient;
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
-use cairn_proto::etcdserverpb::{
-    WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
-};
-use cairn_proto::mvccpb::{self, event::EventType};
+use cairn_proto::etcdserverpb::{WatchCreateRequest, WatchProgressRequest, WatchRequest};
 use tokio::sync::{mpsc, watch as signal};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::rng::Rng;
-use crate::watch::{self as validator, EventKind, Stream, WatchSpec};
+use crate::watch::wire::{response, spec};
+use crate::watch::{self as validator, Stream};
 use crate::watchers::{Reference, Segment, Watcher};
 
 /// The prefix the watch workload writes and watches.
@@ -227,54 +225,5 @@ pub async fn reference(channel: Channel, head: i64) -> anyhow::Result<Reference>
                 anyhow::bail!("no progress at or above {head} on the reference watch within {CATCH_UP:?}");
             }
         }
-    }
-}
-
-fn spec(c: &WatchCreateRequest) -> WatchSpec {
-    use cairn_proto::etcdserverpb::watch_create_request::FilterType;
-    WatchSpec {
-        key: c.key.clone(),
-        range_end: c.range_end.clone(),
-        start_revision: c.start_revision,
-        no_put: c.filters.contains(&(FilterType::Noput as i32)),
-        no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
-        prev_kv: c.prev_kv,
-    }
-}
-
-fn response(r: &WatchResponse) -> validator::Response {
-    validator::Response {
-        watch_id: r.watch_id,
-        header_revision: r.header.as_ref().map_or(0, |h| h.revision),
-        created: r.created,
-        canceled: r.canceled,
-        compact_revision: r.compact_revision,
-        fragment: r.fragment,
-        events: r
-            .events
-            .iter()
-            .map(|e| validator::Event {
-                kind: if e.r#type == EventType::Delete as i32 {
-                    EventKind::Delete
-                } else {
-                    EventKind::Put
-                },
-                // A missing kv is recorded as an empty one, which the
-                // validator reports as not in the history.
-                kv: e.kv.as_ref().map(kv).unwrap_or_default(),
-                prev_kv: e.prev_kv.as_ref().map(kv),
-            })
-            .collect(),
-    }
-}
-
-fn kv(kv: &mvccpb::KeyValue) -> validator::Kv {
-    validator::Kv {
-        key: kv.key.clone(),
-        value: kv.value.clone(),
-        create_revision: kv.create_revision,
-        mod_revision: kv.mod_revision,
-        version: kv.version,
-        lease: kv.lease,
     }
 }

@@ -10,17 +10,16 @@
 
 use std::time::Duration;
 
-use cairn_jepsen::watch::{self, Change, EventKind, History, Stream, WatchSpec};
+use cairn_jepsen::watch::wire::{response, spec};
+use cairn_jepsen::watch::{Change, History, Stream};
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::request_op::Request as Op;
 use cairn_proto::etcdserverpb::watch_client::WatchClient;
-use cairn_proto::etcdserverpb::watch_create_request::FilterType;
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest, WatchCancelRequest,
     WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
 };
-use cairn_proto::mvccpb::{self, event::EventType};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::{Channel, Endpoint};
@@ -212,51 +211,5 @@ impl Recorder {
                 return resp.header.expect("a header").revision;
             }
         }
-    }
-}
-
-pub fn spec(c: &WatchCreateRequest) -> WatchSpec {
-    WatchSpec {
-        key: c.key.clone(),
-        range_end: c.range_end.clone(),
-        start_revision: c.start_revision,
-        no_put: c.filters.contains(&(FilterType::Noput as i32)),
-        no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
-        prev_kv: c.prev_kv,
-    }
-}
-
-pub fn response(r: &WatchResponse) -> watch::Response {
-    watch::Response {
-        watch_id: r.watch_id,
-        header_revision: r.header.as_ref().map_or(0, |h| h.revision),
-        created: r.created,
-        canceled: r.canceled,
-        compact_revision: r.compact_revision,
-        fragment: r.fragment,
-        events: r
-            .events
-            .iter()
-            .map(|e| watch::Event {
-                kind: if e.r#type == EventType::Delete as i32 {
-                    EventKind::Delete
-                } else {
-                    EventKind::Put
-                },
-                kv: kv(e.kv.as_ref().expect("an event has a kv")),
-                prev_kv: e.prev_kv.as_ref().map(kv),
-            })
-            .collect(),
-    }
-}
-
-fn kv(kv: &mvccpb::KeyValue) -> watch::Kv {
-    watch::Kv {
-        key: kv.key.clone(),
-        value: kv.value.clone(),
-        create_revision: kv.create_revision,
-        mod_revision: kv.mod_revision,
-        version: kv.version,
-        lease: kv.lease,
     }
 }
