@@ -57,7 +57,11 @@ fn bar(len: Option<u64>, what: &str) -> ProgressBar {
     }
     let b = match len {
         Some(n) => ProgressBar::new(n),
-        None => ProgressBar::new_spinner(),
+        None => {
+            let b = ProgressBar::new_spinner();
+            b.enable_steady_tick(std::time::Duration::from_millis(120));
+            b
+        }
     };
     let style = ProgressStyle::with_template("{msg} {bar:40} {bytes}/{total_bytes} {elapsed}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
@@ -121,8 +125,7 @@ async fn save(g: &Global, file: &Path) -> Result<()> {
     };
     w.inner.sync_all().await?;
     drop(w);
-    let bytes = tokio::fs::read(&part).await?;
-    if let Err(e) = cairn_raft_storage::verify(&bytes) {
+    if let Err(e) = cairn_raft_storage::verify(&part) {
         let _ = tokio::fs::remove_file(&part).await;
         return Err(e).context("the received snapshot does not verify");
     }
@@ -144,8 +147,8 @@ async fn save(g: &Global, file: &Path) -> Result<()> {
 }
 
 fn read_verified(file: &Path) -> Result<BackupInfo> {
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    cairn_raft_storage::verify(&bytes).with_context(|| format!("{}", file.display()))
+    std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
+    cairn_raft_storage::verify(file).with_context(|| format!("{}", file.display()))
 }
 
 fn print_info(g: &Global, info: &BackupInfo) {
@@ -198,9 +201,9 @@ fn restore(a: RestoreArgs) -> Result<()> {
         format!("--data-dir={}", data_dir.display()),
     ])
     .map_err(|e| anyhow::anyhow!("{}", e.to_string().lines().next().unwrap_or("bad flags")))?;
-    let bytes = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
-    let b = bar(Some(bytes.len() as u64), "restoring");
-    let (ids, info) = cairn_server::restore(&bytes, &config)
+    std::fs::File::open(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    let b = bar(None, "restoring");
+    let (ids, info) = cairn_server::restore(&a.file, &config)
         .map_err(|e| anyhow::anyhow!("{}", chain(&e)))
         .with_context(|| format!("restoring into {}", data_dir.display()))?;
     b.finish_and_clear();

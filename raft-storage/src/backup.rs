@@ -21,6 +21,8 @@
 //! revisions, the compact revision, leases and alarms are kept as they were.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use cairn_proto::mvccpb::KeyValue;
@@ -32,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::lease;
 use crate::mvcc::{parse_alarm_key, Store};
 use crate::revision::Revision;
-use crate::snapshot::{self, Decoded};
+use crate::snapshot;
 use crate::storage::{open, Options};
 use crate::typ::{Member, NodeId};
 
@@ -83,74 +85,168 @@ fn as_backup(e: Error) -> Error {
 
 impl Store {
     /// Takes a backup of the store as it is now: a consistent snapshot at
-    /// the current revision, while writes go on above it.
+    /// the current revision, while writes go on above it. The snapshot is
+    /// built into an unlinked scratch file in `scratch` and read from there,
+    /// so memory use does not grow with the store.
     ///
     /// # Errors
-    /// Storage errors.
-    pub fn backup(&self) -> Result<Vec<u8>> {
-        let (_, snap) = snapshot::build(self)?;
-        Ok(wrap(&snap))
+    /// Storage and IO errors.
+    pub fn backup(&self, scratch: &Path) -> Result<Backup> {
+        let tmp = snapshot::scratch(scratch, "backup")?;
+        let built = snapshot::build(self, &tmp);
+        let opened = built.and_then(|_| Ok(File::open(&tmp)?));
+        let _ = fs::remove_file(&tmp);
+        let f = opened?;
+        let snap_len = f.metadata()?.len();
+        let body = PREFIX_LEN as u64 + snap_len;
+        let pad = body.div_ceil(BLOCK as u64) * BLOCK as u64 - body;
+        let mut prefix = [0u8; PREFIX_LEN];
+        prefix[..8].copy_from_slice(MAGIC);
+        prefix[8..12].copy_from_slice(&VERSION.to_be_bytes());
+        prefix[12..].copy_from_slice(&snap_len.to_be_bytes());
+        Ok(Backup {
+            inner: Cursor::new(prefix)
+                .chain(BufReader::with_capacity(256 << 10, f).take(snap_len))
+                .chain(io::repeat(0).take(pad)),
+            sha: Sha256::new(),
+            digest: None,
+            len: body + pad + DIGEST_LEN as u64,
+        })
     }
 }
 
-/// Wraps snapshot bytes into the backup format.
-fn wrap(snap: &[u8]) -> Vec<u8> {
-    let body = PREFIX_LEN + snap.len();
-    let padded = body.div_ceil(BLOCK) * BLOCK;
-    let mut out = Vec::with_capacity(padded + DIGEST_LEN);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_be_bytes());
-    out.extend_from_slice(&(snap.len() as u64).to_be_bytes());
-    out.extend_from_slice(snap);
-    out.resize(padded, 0);
-    let digest = Sha256::digest(&out);
-    out.extend_from_slice(&digest);
-    out
+/// A backup being taken: reads as the backup's bytes, digest last.
+pub struct Backup {
+    #[allow(clippy::type_complexity)]
+    inner: io::Chain<
+        io::Chain<Cursor<[u8; PREFIX_LEN]>, io::Take<BufReader<File>>>,
+        io::Take<io::Repeat>,
+    >,
+    sha: Sha256,
+    /// The digest, and how much of it was read, once the rest is read.
+    digest: Option<([u8; DIGEST_LEN], usize)>,
+    len: u64,
 }
 
-/// Checks the size and the trailing digest, as `etcdctl snapshot save`
-/// does, then the prefix; returns the snapshot inside.
-fn unwrap(bytes: &[u8]) -> Result<&[u8]> {
-    if bytes.len() < BLOCK + DIGEST_LEN || bytes.len() % BLOCK != DIGEST_LEN {
+impl Backup {
+    /// The backup's size in bytes, digest included.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Never: a backup holds at least its prefix and digest.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+impl std::fmt::Debug for Backup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backup").field("len", &self.len).finish()
+    }
+}
+
+impl Read for Backup {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.digest.is_none() {
+            let n = self.inner.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                self.sha.update(&buf[..n]);
+                return Ok(n);
+            }
+            self.digest = Some((self.sha.finalize_reset().into(), 0));
+        }
+        let (digest, at) = self.digest.as_mut().expect("invariant: set above");
+        let n = buf.len().min(DIGEST_LEN - *at);
+        buf[..n].copy_from_slice(&digest[*at..*at + n]);
+        *at += n;
+        Ok(n)
+    }
+}
+
+/// Reads exactly `buf.len()` bytes of a backup.
+fn read_exact(r: &mut impl Read, buf: &mut [u8]) -> Result<()> {
+    r.read_exact(buf).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => bad("cut short"),
+        _ => Error::Io(e),
+    })
+}
+
+/// Checks the size and the trailing digest of backup file `f`, as
+/// `etcdctl snapshot save` does, then the prefix; returns the snapshot's
+/// length. `f` is left where the snapshot begins.
+fn unwrap(f: &mut File) -> Result<u64> {
+    let size = f.metadata()?.len();
+    if size < (BLOCK + DIGEST_LEN) as u64 || size % BLOCK as u64 != DIGEST_LEN as u64 {
         return Err(bad(&format!(
-            "size {} is not a multiple of {BLOCK} plus a {DIGEST_LEN}-byte digest",
-            bytes.len()
+            "size {size} is not a multiple of {BLOCK} plus a {DIGEST_LEN}-byte digest"
         )));
     }
-    let (data, digest) = bytes.split_at(bytes.len() - DIGEST_LEN);
-    if Sha256::digest(data).as_slice() != digest {
+    let data = size - DIGEST_LEN as u64;
+    f.seek(SeekFrom::Start(0))?;
+    let mut sha = Sha256::new();
+    let mut r = BufReader::with_capacity(256 << 10, &mut *f).take(data);
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+    }
+    let mut digest = [0u8; DIGEST_LEN];
+    read_exact(r.get_mut(), &mut digest)?;
+    if sha.finalize().as_slice() != digest {
         return Err(bad("SHA-256 digest mismatch"));
     }
-    if &data[..8] != MAGIC {
+    f.seek(SeekFrom::Start(0))?;
+    let mut prefix = [0u8; PREFIX_LEN];
+    read_exact(f, &mut prefix)?;
+    if &prefix[..8] != MAGIC {
         return Err(bad("not a Cairn backup (an etcd bbolt snapshot?)"));
     }
-    let version = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
+    let version = u32::from_be_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]);
     if version != VERSION {
         return Err(bad(&format!("unknown format version {version}")));
     }
-    let len = u64::from_be_bytes(data[12..20].try_into().expect("invariant: 8 bytes"));
-    let end = usize::try_from(len)
-        .ok()
-        .and_then(|l| l.checked_add(PREFIX_LEN))
-        .filter(|&e| e <= data.len())
+    let len = u64::from_be_bytes(prefix[12..20].try_into().expect("invariant: 8 bytes"));
+    let end = len
+        .checked_add(PREFIX_LEN as u64)
+        .filter(|&e| e <= data)
         .ok_or_else(|| bad("snapshot length beyond the file"))?;
-    if data[end..].iter().any(|&b| b != 0) {
+    let mut padding = Vec::new();
+    f.seek(SeekFrom::Start(end))?;
+    (&mut *f).take(data - end).read_to_end(&mut padding)?;
+    if padding.iter().any(|&b| b != 0) {
         return Err(bad("padding is not zero"));
     }
-    Ok(&data[PREFIX_LEN..end])
+    f.seek(SeekFrom::Start(PREFIX_LEN as u64))?;
+    Ok(len)
 }
 
-/// Verifies a backup with no server: the digest, the snapshot's checksum
-/// and structure, and its internal consistency (every record at or below
-/// the backup's revision, in order, its `mod_revision` its own, versions
-/// and create revisions sane, every live key's lease present).
+/// Opens backup file `p`: checks it as [`unwrap`] does and returns a
+/// reader of the snapshot inside.
+fn open_snapshot(p: &Path) -> Result<snapshot::Reader<io::Take<BufReader<File>>>> {
+    let mut f = File::open(p)?;
+    let len = unwrap(&mut f)?;
+    snapshot::Reader::new(BufReader::with_capacity(256 << 10, f).take(len)).map_err(as_backup)
+}
+
+/// Verifies backup file `p` with no server: the digest, the snapshot's
+/// checksum and structure, and its internal consistency (every record at
+/// or below the backup's revision, in order, its `mod_revision` its own,
+/// versions and create revisions sane, every live key's lease present).
+/// The file is read in passes (digest, checksum, content), never held in
+/// memory.
 ///
 /// # Errors
-/// [`Error::BadBackup`] naming the first problem found.
-pub fn verify(bytes: &[u8]) -> Result<BackupInfo> {
-    let snap = unwrap(bytes)?;
-    let d = Decoded::new(snap).map_err(as_backup)?;
-    let h = &d.header;
+/// [`Error::BadBackup`] naming the first problem found; IO errors.
+pub fn verify(p: &Path) -> Result<BackupInfo> {
+    open_snapshot(p)?
+        .for_each(|_, _| Ok(()))
+        .map_err(as_backup)?;
+    let r = open_snapshot(p)?;
+    let h = r.header.clone();
     if h.compact > h.revision || h.compact_done > h.compact {
         return Err(bad(&format!(
             "compact revision {} (done {}) above revision {}",
@@ -162,8 +258,7 @@ pub fn verify(bytes: &[u8]) -> Result<BackupInfo> {
     let mut live: HashMap<Vec<u8>, i64> = HashMap::new();
     let mut leases = BTreeSet::new();
     let mut alarms = Vec::new();
-    for r in d.records() {
-        let (k, v) = r.map_err(as_backup)?;
+    r.for_each(|k, v| {
         hasher.update(k);
         hasher.update(v);
         if let Some((rev, tombstone)) = Revision::from_key(k) {
@@ -210,7 +305,9 @@ pub fn verify(bytes: &[u8]) -> Result<BackupInfo> {
                 .ok_or_else(|| bad("bad lease record"))?;
             leases.insert(id);
         }
-    }
+        Ok(())
+    })
+    .map_err(as_backup)?;
     if let Some((key, lease)) = live.iter().find(|(_, l)| **l != 0 && !leases.contains(*l)) {
         return Err(bad(&format!(
             "key {:?} is attached to lease {lease:x}, which is missing",
@@ -233,32 +330,33 @@ pub fn verify(bytes: &[u8]) -> Result<BackupInfo> {
             .map(|(id, m)| (*id, m.clone()))
             .collect(),
         hash: hasher.finalize(),
-        size: bytes.len() as u64,
+        size: fs::metadata(p)?.len(),
     })
 }
 
-/// Restores a backup into `dir` (a member's storage directory, which must
-/// not hold a database) as member `me` of a new cluster of `members`, all
-/// voters. Every member of the new cluster is restored from the same backup.
+/// Restores backup file `p` into `dir` (a member's storage directory,
+/// which must not hold a database) as member `me` of a new cluster of
+/// `members`, all voters. Every member of the new cluster is restored from
+/// the same backup. The records stream from the file into the store.
 ///
 /// # Errors
 /// [`Error::BadBackup`] for a backup that does not verify or a `dir` that
 /// already holds a database; storage errors otherwise.
 pub fn restore(
-    bytes: &[u8],
+    p: &Path,
     dir: &Path,
     members: BTreeMap<NodeId, Member>,
     me: NodeId,
 ) -> Result<BackupInfo> {
-    let info = verify(bytes)?;
+    let info = verify(p)?;
     if !members.contains_key(&me) {
         return Err(bad("the restored member is not in the new cluster"));
     }
     if dir.join("db").exists() {
         return Err(bad(&format!("{} already holds a database", dir.display())));
     }
-    let d = Decoded::new(unwrap(bytes)?)?;
-    let mut header = d.header.clone();
+    let r = open_snapshot(p)?;
+    let mut header = r.header.clone();
     let last = header
         .meta
         .last_log_id
@@ -269,9 +367,16 @@ pub fn restore(
         last_membership: StoredMembership::new(Some(last), Membership::new(vec![voters], members)),
         snapshot_id: format!("restored-{}-{}", last.index, header.revision),
     };
-    let snap = snapshot::encode(&header, d.body);
     let opened = open(&Options::new(dir))?;
-    opened.state_machine.install_bytes(&snap)?;
+    let received = snapshot::path(dir, snapshot::RECEIVED);
+    fs::create_dir_all(snapshot::snap_dir(dir))?;
+    let out = BufWriter::with_capacity(256 << 10, File::create(&received)?);
+    let mut w = snapshot::Writer::new(out, &header)?;
+    r.for_each(|k, v| w.record(k, v)).map_err(as_backup)?;
+    let f = w.finish()?.into_inner().map_err(|e| e.into_error())?;
+    // Durability: the snapshot is whole on disk before it is installed.
+    f.sync_all()?;
+    opened.state_machine.install_file(snapshot::RECEIVED)?;
     opened
         .log_store
         .set_vote(&Vote::new(last.leader_id.term, me))?;
@@ -309,13 +414,28 @@ mod tests {
         o
     }
 
+    /// Takes a backup into memory (tests only).
+    fn take(store: &Store, scratch: &Path) -> Vec<u8> {
+        let mut backup = store.backup(scratch).unwrap();
+        let mut bytes = Vec::new();
+        backup.read_to_end(&mut bytes).unwrap();
+        assert_eq!(bytes.len() as u64, backup.len());
+        bytes
+    }
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
     #[test]
     fn a_backup_has_etcds_shape_and_verifies() {
         let dir = tempfile::tempdir().unwrap();
         let o = store_with_data(dir.path());
-        let b = o.store.backup().unwrap();
+        let b = take(&o.store, dir.path());
         assert_eq!(b.len() % BLOCK, DIGEST_LEN);
-        let info = verify(&b).unwrap();
+        let info = verify(&write(dir.path(), "b", &b)).unwrap();
         assert_eq!(info.revision, 21);
         assert_eq!(info.keys, 5);
         assert_eq!(info.revisions, 20);
@@ -327,11 +447,13 @@ mod tests {
     fn verify_refuses_damage() {
         let dir = tempfile::tempdir().unwrap();
         let o = store_with_data(dir.path());
-        let b = o.store.backup().unwrap();
+        let b = take(&o.store, dir.path());
+        let check = |bytes: &[u8]| verify(&write(dir.path(), "x", bytes));
+        assert!(check(&b).is_ok());
         let mut flipped = b.clone();
         flipped[100] ^= 1;
-        assert!(verify(&flipped).unwrap_err().to_string().contains("digest"));
-        assert!(verify(&b[..b.len() - 1])
+        assert!(check(&flipped).unwrap_err().to_string().contains("digest"));
+        assert!(check(&b[..b.len() - 1])
             .unwrap_err()
             .to_string()
             .contains("size"));
@@ -340,13 +462,15 @@ mod tests {
         forged[PREFIX_LEN + 60] ^= 1;
         let digest = Sha256::digest(&forged);
         forged.extend_from_slice(&digest);
-        assert!(verify(&forged).is_err());
+        let err = check(&forged).unwrap_err().to_string();
+        assert!(err.contains("checksum"), "{err}");
     }
 
     #[test]
     fn restore_keeps_revisions_and_leases_and_refuses_a_used_dir() {
         let src = tempfile::tempdir().unwrap();
-        let b = store_with_data(src.path()).store.backup().unwrap();
+        let b = take(&store_with_data(src.path()).store, src.path());
+        let b = write(src.path(), "b", &b);
         let dst = tempfile::tempdir().unwrap();
         let member = Member {
             name: "a".into(),

@@ -46,7 +46,7 @@ mod state_machine;
 mod storage;
 pub mod typ;
 
-pub use backup::{restore, verify, BackupInfo};
+pub use backup::{restore, verify, Backup, BackupInfo};
 pub use changes::{Changes, HistoryPage, Observer};
 pub use error::{ApplyError, Error, Result};
 pub use lease::Lease;
@@ -54,4 +54,4 @@ pub use log_store::LogStore;
 pub use mvcc::Store;
 pub use state_machine::StateMachine;
 pub use storage::{open, Opened, Options};
-pub use typ::{Member, NodeId, Raft, Request, Response, TypeConfig};
+pub use typ::{Member, NodeId, Raft, Request, Response, SnapshotFile, TypeConfig};

@@ -1,4 +1,5 @@
-//! Raft snapshots of the MVCC store: build, encode, verify, install.
+//! Raft snapshots of the MVCC store: build, verify, install, all streamed
+//! through files, so no snapshot is ever whole in memory.
 //!
 //! # Format
 //! ```text
@@ -15,28 +16,28 @@
 //! physical compaction. The builder notes the applied log id and the
 //! current revision R under the state lock, then holds the compaction gate
 //! (shared) while it copies every record up to R. Writes go on above R.
+//! The header comes first and holds the record count, so the records are
+//! counted in one pass over the tree and written in a second.
 //!
 //! # Installing
-//! The received bytes are verified and saved as `snap/installing`; a
-//! marker in the `raft` tree (flushed) says an install is under way; the
-//! `mvcc` tree is replaced and flushed; only then does the file become
-//! `snap/current` and the marker go. [`crate::open`] redoes an interrupted
-//! install from whichever file it left.
+//! The received file is `snap/installing`; it is verified in one pass, a
+//! marker in the `raft` tree (flushed) says an install is under way, the
+//! `mvcc` tree is replaced from a second pass and flushed, and only then
+//! does the file become `snap/current` and the marker go. [`crate::open`]
+//! redoes an interrupted install from whichever file it left.
 //!
 //! # Durability of `current`
 //! `snap/current` never describes more than the store holds on disk: a
-//! build flushes the store before it saves the file, and an install renames
-//! the file only after the loaded state is flushed. A build never replaces
-//! a newer snapshot (one with a greater last log id), and builds and
-//! installs take turns on the file.
+//! build flushes the store before it renames its file to `current`, and an
+//! install renames the file only after the loaded state is flushed. A build
+//! never replaces a newer snapshot (one with a greater last log id), and
+//! builds and installs take turns on the file.
 
-use std::fs;
-use std::io::Write;
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use openraft::SnapshotMeta;
-
-use crate::typ::Member;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -46,13 +47,15 @@ use crate::mvcc::{
     META_COMPACT_DONE, META_MEMBERSHIP, META_REV,
 };
 use crate::revision::{self, Revision};
-use crate::typ::NodeId;
+use crate::typ::{Member, NodeId};
 
 const MAGIC: &[u8; 8] = b"CAIRNSNP";
 const VERSION: u32 = 1;
 /// The `raft` tree key that marks an install in progress.
 pub(crate) const INSTALLING: &[u8] = b"installing";
 const LOAD_BATCH: usize = 4096;
+/// IO buffer for snapshot files.
+const BUF: usize = 256 << 10;
 
 /// What a snapshot says about itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -69,21 +72,111 @@ pub(crate) const CURRENT: &str = "current";
 /// A received snapshot while it is being installed; renamed to
 /// [`CURRENT`] once the state it holds is durable in the store.
 pub(crate) const RECEIVED: &str = "installing";
+/// Files under `snap/` with this extension are scratch (builds in
+/// progress, snapshots being received, backups being sent); `open`
+/// removes any a crash left.
+pub(crate) const SCRATCH_EXT: &str = "tmp";
 
-fn path(dir: &Path, name: &str) -> PathBuf {
-    dir.join("snap").join(name)
+pub(crate) fn path(dir: &Path, name: &str) -> PathBuf {
+    snap_dir(dir).join(name)
 }
 
-/// Renames the [`RECEIVED`] snapshot to [`CURRENT`].
-pub(crate) fn promote(dir: &Path) -> Result<()> {
-    fs::rename(path(dir, RECEIVED), path(dir, CURRENT))?;
-    // Durability: the rename is on disk before the install is called done.
-    fs::File::open(dir.join("snap"))?.sync_all()?;
+/// The directory of a data dir's snapshot files.
+pub(crate) fn snap_dir(dir: &Path) -> PathBuf {
+    dir.join("snap")
+}
+
+/// A fresh scratch path in directory `dir`, unique in this process.
+pub(crate) fn scratch(dir: &Path, what: &str) -> Result<PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    fs::create_dir_all(dir)?;
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    Ok(dir.join(format!("{what}-{}-{n}.{SCRATCH_EXT}", std::process::id())))
+}
+
+/// Removes the scratch files a crash left in `dir/snap/`.
+pub(crate) fn clean_scratch(dir: &Path) -> Result<()> {
+    let Ok(entries) = fs::read_dir(snap_dir(dir)) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let p = entry?.path();
+        if p.extension().is_some_and(|e| e == SCRATCH_EXT) {
+            fs::remove_file(&p)?;
+        }
+    }
     Ok(())
 }
 
-/// Builds a snapshot of `store` as it is now.
-pub(crate) fn build(store: &Store) -> Result<(Header, Vec<u8>)> {
+/// Renames snapshot file `from` (a path under `dir/snap/`) to `name`,
+/// durably.
+pub(crate) fn rename(dir: &Path, from: &Path, name: &str) -> Result<()> {
+    fs::rename(from, path(dir, name))?;
+    // Durability: the rename is on disk before anyone relies on it.
+    File::open(snap_dir(dir))?.sync_all()?;
+    Ok(())
+}
+
+/// Writes a snapshot: the header, the records, then the checksum.
+pub(crate) struct Writer<W: Write> {
+    out: W,
+    crc: crc32fast::Hasher,
+    left: u64,
+}
+
+impl<W: Write> Writer<W> {
+    pub(crate) fn new(out: W, header: &Header) -> Result<Self> {
+        let h = encode_postcard(header);
+        let mut w = Writer {
+            out,
+            crc: crc32fast::Hasher::new(),
+            left: header.entries,
+        };
+        w.put(MAGIC)?;
+        w.put(&VERSION.to_be_bytes())?;
+        w.put(&(h.len() as u32).to_be_bytes())?;
+        w.put(&h)?;
+        Ok(w)
+    }
+
+    fn put(&mut self, b: &[u8]) -> Result<()> {
+        self.crc.update(b);
+        self.out.write_all(b)?;
+        Ok(())
+    }
+
+    fn put_chunk(&mut self, b: &[u8]) -> Result<()> {
+        self.put(&(b.len() as u32).to_be_bytes())?;
+        self.put(b)
+    }
+
+    pub(crate) fn record(&mut self, k: &[u8], v: &[u8]) -> Result<()> {
+        self.left = self
+            .left
+            .checked_sub(1)
+            .ok_or_else(|| Error::Corruption("snapshot: more records than counted".into()))?;
+        self.put_chunk(k)?;
+        self.put_chunk(v)
+    }
+
+    /// Writes the checksum; returns the output.
+    pub(crate) fn finish(mut self) -> Result<W> {
+        if self.left != 0 {
+            return Err(Error::Corruption(format!(
+                "snapshot: {} records fewer than counted",
+                self.left
+            )));
+        }
+        let crc = self.crc.clone().finalize();
+        self.out.write_all(&crc.to_be_bytes())?;
+        Ok(self.out)
+    }
+}
+
+/// Builds a snapshot of `store` as it is now into a new file at `to`,
+/// synced; returns its header.
+pub(crate) fn build(store: &Store, to: &Path) -> Result<Header> {
     let s = &store.shared;
     let st = s.state.read();
     let (applied, membership, revision, compact) =
@@ -102,25 +195,11 @@ pub(crate) fn build(store: &Store) -> Result<(Header, Vec<u8>)> {
         .get(META_COMPACT_DONE)?
         .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
         .map_or(0, i64::from_be_bytes);
-    let mut body = Vec::new();
-    let mut entries = 0u64;
-    let end = Revision::lower_bound(revision + 1);
-    for item in s.tree.range(vec![revision::PREFIX]..end) {
-        let (k, v) = item?;
-        put_chunk(&mut body, &k);
-        put_chunk(&mut body, &v);
-        entries += 1;
-    }
-    for (k, v) in &leases {
-        put_chunk(&mut body, k);
-        put_chunk(&mut body, v);
-        entries += 1;
-    }
-    for k in &alarms {
-        put_chunk(&mut body, k);
-        put_chunk(&mut body, &[]);
-        entries += 1;
-    }
+    let records = || {
+        s.tree
+            .range(vec![revision::PREFIX]..Revision::lower_bound(revision + 1))
+    };
+    let counted = records().keys().try_fold(0u64, |n, k| k.map(|_| n + 1))?;
     let snapshot_id = match applied {
         Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, revision),
         None => format!("0-0-{revision}"),
@@ -134,170 +213,156 @@ pub(crate) fn build(store: &Store) -> Result<(Header, Vec<u8>)> {
         revision,
         compact,
         compact_done,
-        entries,
+        entries: counted + leases.len() as u64 + alarms.len() as u64,
     };
-    let bytes = encode(&header, &body);
-    Ok((header, bytes))
-}
-
-fn put_chunk(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
-    out.extend_from_slice(b);
-}
-
-pub(crate) fn encode(header: &Header, body: &[u8]) -> Vec<u8> {
-    let h = encode_postcard(header);
-    let mut out = Vec::with_capacity(16 + h.len() + body.len() + 4);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_be_bytes());
-    out.extend_from_slice(&(h.len() as u32).to_be_bytes());
-    out.extend_from_slice(&h);
-    out.extend_from_slice(body);
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_be_bytes());
-    out
-}
-
-/// A verified snapshot: its header and its records.
-pub(crate) struct Decoded<'a> {
-    pub header: Header,
-    pub(crate) body: &'a [u8],
+    let mut w = Writer::new(BufWriter::with_capacity(BUF, File::create(to)?), &header)?;
+    for item in records() {
+        let (k, v) = item?;
+        w.record(&k, &v)?;
+    }
+    for (k, v) in &leases {
+        w.record(k, v)?;
+    }
+    for k in &alarms {
+        w.record(k, &[])?;
+    }
+    let f = w.finish()?.into_inner().map_err(|e| e.into_error())?;
+    // Durability: the file is whole on disk before it is renamed or sent.
+    f.sync_all()?;
+    Ok(header)
 }
 
 fn bad(what: &str) -> Error {
     Error::Corruption(format!("snapshot: {what}"))
 }
 
-/// Parses magic, version and header from the start of a snapshot; returns
-/// the header and where the records begin.
-fn parse_header(prefix: &[u8]) -> Result<(Header, usize)> {
-    if prefix.len() < 16 || &prefix[..8] != MAGIC {
-        return Err(bad("not a Cairn snapshot"));
+/// Reads a snapshot record by record, checking its structure as it goes
+/// and its checksum at the end.
+pub(crate) struct Reader<R: Read> {
+    r: R,
+    crc: crc32fast::Hasher,
+    left: u64,
+    pub header: Header,
+}
+
+/// Reads exactly `buf.len()` bytes, or fails with `what`.
+fn read_exact(r: &mut impl Read, buf: &mut [u8], what: &str) -> Result<()> {
+    r.read_exact(buf).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => bad(what),
+        _ => Error::Io(e),
+    })
+}
+
+impl<R: Read> Reader<R> {
+    /// Reads the magic, version and header.
+    pub(crate) fn new(mut r: R) -> Result<Self> {
+        let mut crc = crc32fast::Hasher::new();
+        let mut fixed = [0u8; 16];
+        read_exact(&mut r, &mut fixed, "not a Cairn snapshot")?;
+        if &fixed[..8] != MAGIC {
+            return Err(bad("not a Cairn snapshot"));
+        }
+        let word = |at: usize| {
+            u32::from_be_bytes([fixed[at], fixed[at + 1], fixed[at + 2], fixed[at + 3]])
+        };
+        let version = word(8);
+        if version != VERSION {
+            return Err(bad(&format!("unknown format version {version}")));
+        }
+        let mut h = Vec::new();
+        let hlen = u64::from(word(12));
+        if (&mut r).take(hlen).read_to_end(&mut h)? as u64 != hlen {
+            return Err(bad("header cut short"));
+        }
+        crc.update(&fixed);
+        crc.update(&h);
+        let header: Header = postcard::from_bytes(&h).map_err(|e| bad(&format!("header: {e}")))?;
+        Ok(Reader {
+            r,
+            crc,
+            left: header.entries,
+            header,
+        })
     }
-    let word = |at: usize| {
-        u32::from_be_bytes([prefix[at], prefix[at + 1], prefix[at + 2], prefix[at + 3]])
-    };
-    let version = word(8);
-    if version != VERSION {
-        return Err(bad(&format!("unknown format version {version}")));
+
+    fn chunk(&mut self, into: &mut Vec<u8>) -> Result<()> {
+        let mut len = [0u8; 4];
+        read_exact(&mut self.r, &mut len, "record cut short")?;
+        self.crc.update(&len);
+        let len = u64::from(u32::from_be_bytes(len));
+        into.clear();
+        // Grows as bytes arrive: a damaged length cannot ask for gigabytes.
+        if (&mut self.r).take(len).read_to_end(into)? as u64 != len {
+            return Err(bad("record cut short"));
+        }
+        self.crc.update(into);
+        Ok(())
     }
-    let hlen = word(12) as usize;
-    let h = prefix
-        .get(16..16 + hlen)
-        .ok_or_else(|| bad("header cut short"))?;
-    let header = postcard::from_bytes(h).map_err(|e| bad(&format!("header: {e}")))?;
-    Ok((header, 16 + hlen))
+
+    /// Reads the next record into `k` and `v`; false after the last one,
+    /// once the checksum matched and nothing follows it.
+    pub(crate) fn next(&mut self, k: &mut Vec<u8>, v: &mut Vec<u8>) -> Result<bool> {
+        if self.left == 0 {
+            let mut crc = [0u8; 4];
+            read_exact(&mut self.r, &mut crc, "checksum cut short")?;
+            if self.crc.clone().finalize() != u32::from_be_bytes(crc) {
+                return Err(bad("checksum mismatch"));
+            }
+            if self.r.read(&mut [0u8; 1])? != 0 {
+                return Err(bad(&format!(
+                    "bytes after the {} records the header counts",
+                    self.header.entries
+                )));
+            }
+            return Ok(false);
+        }
+        self.chunk(k)?;
+        self.chunk(v)?;
+        let lease = k.len() == lease::PREFIX.len() + 8 && k.starts_with(lease::PREFIX);
+        if !lease && parse_alarm_key(k).is_none() && Revision::from_key(k).is_none() {
+            return Err(bad("record is neither a revision, a lease nor an alarm"));
+        }
+        self.left -= 1;
+        Ok(true)
+    }
+
+    /// Calls `each` with every record, then checks the checksum.
+    pub(crate) fn for_each(
+        mut self,
+        mut each: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<Header> {
+        let (mut k, mut v) = (Vec::new(), Vec::new());
+        while self.next(&mut k, &mut v)? {
+            each(&k, &v)?;
+        }
+        Ok(self.header)
+    }
+}
+
+/// Opens snapshot file `p` for reading.
+pub(crate) fn open_file(p: &Path) -> Result<Reader<BufReader<File>>> {
+    Reader::new(BufReader::with_capacity(BUF, File::open(p)?))
+}
+
+/// Checks snapshot file `p` whole (structure and checksum); returns its
+/// header.
+pub(crate) fn verify(p: &Path) -> Result<Header> {
+    open_file(p)?.for_each(|_, _| Ok(()))
 }
 
 /// Reads only the header of snapshot file `name`, if there is one; the
 /// records and checksum are checked when the snapshot is used.
 pub(crate) fn read_header(dir: &Path, name: &str) -> Result<Option<Header>> {
-    use std::io::Read;
-    let mut f = match fs::File::open(path(dir, name)) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let mut fixed = [0u8; 16];
-    f.read_exact(&mut fixed)
-        .map_err(|_| bad("not a Cairn snapshot"))?;
-    let hlen = u32::from_be_bytes([fixed[12], fixed[13], fixed[14], fixed[15]]) as usize;
-    let mut prefix = fixed.to_vec();
-    prefix.resize(16 + hlen, 0);
-    f.read_exact(&mut prefix[16..])
-        .map_err(|_| bad("header cut short"))?;
-    parse_header(&prefix).map(|(h, _)| Some(h))
-}
-
-impl<'a> Decoded<'a> {
-    /// Checks magic, version, checksum and structure.
-    pub fn new(bytes: &'a [u8]) -> Result<Decoded<'a>> {
-        if bytes.len() < 20 {
-            return Err(bad("not a Cairn snapshot"));
-        }
-        let (data, crc) = bytes.split_at(bytes.len() - 4);
-        let crc = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
-        if crc32fast::hash(data) != crc {
-            return Err(bad("checksum mismatch"));
-        }
-        let (header, start) = parse_header(data)?;
-        let d = Decoded {
-            header,
-            body: &data[start..],
-        };
-        let mut n = 0u64;
-        for r in d.records() {
-            let (k, _) = r?;
-            let lease = k.len() == lease::PREFIX.len() + 8 && k.starts_with(lease::PREFIX);
-            let alarm = parse_alarm_key(k).is_some();
-            if !lease && !alarm && Revision::from_key(k).is_none() {
-                return Err(bad("record is neither a revision, a lease nor an alarm"));
-            }
-            n += 1;
-        }
-        if n != d.header.entries {
-            return Err(bad(&format!(
-                "{} records, header says {}",
-                n, d.header.entries
-            )));
-        }
-        Ok(d)
-    }
-
-    /// The (sled key, value) records.
-    pub fn records(&self) -> impl Iterator<Item = Result<(&'a [u8], &'a [u8])>> + 'a {
-        let mut rest = self.body;
-        std::iter::from_fn(move || {
-            if rest.is_empty() {
-                return None;
-            }
-            let mut take = || -> Result<&'a [u8]> {
-                let short = || bad("record cut short");
-                let len = rest.get(..4).ok_or_else(short)?;
-                let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-                let b = rest.get(4..4 + len).ok_or_else(short)?;
-                rest = &rest[4 + len..];
-                Ok(b)
-            };
-            let r = take().and_then(|k| Ok((k, take()?)));
-            if r.is_err() {
-                rest = &[];
-            }
-            Some(r)
-        })
-    }
-}
-
-/// Writes `bytes` as snapshot file `name`: to a temporary file, synced,
-/// then renamed over the old one.
-pub(crate) fn save(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let path = path(dir, name);
-    let snap_dir = path
-        .parent()
-        .expect("invariant: snapshot paths have a parent");
-    fs::create_dir_all(snap_dir)?;
-    let tmp = snap_dir.join(format!("{name}.tmp"));
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    // Durability: the snapshot is on disk before it replaces the old one.
-    f.sync_all()?;
-    fs::rename(&tmp, &path)?;
-    fs::File::open(snap_dir)?.sync_all()?;
-    Ok(())
-}
-
-/// Reads snapshot file `name`, if there is one.
-pub(crate) fn load(dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {
-    match fs::read(path(dir, name)) {
-        Ok(b) => Ok(Some(b)),
+    match File::open(path(dir, name)) {
+        Ok(f) => Reader::new(BufReader::new(f)).map(|r| Some(r.header)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
 
-/// Replaces the store's content with the snapshot's. The caller has saved
-/// the snapshot file as [`RECEIVED`] and set the [`INSTALLING`] marker.
-pub(crate) fn load_into(store: &Store, snap: &Decoded<'_>) -> Result<()> {
+/// Replaces the store's content with snapshot file `p`'s, which the caller
+/// has verified. The caller has set the [`INSTALLING`] marker.
+pub(crate) fn load_into(store: &Store, p: &Path) -> Result<()> {
     let s = &store.shared;
     // Readers wait for the whole install; they must not see a half state.
     let mut st = s.state.write();
@@ -305,15 +370,14 @@ pub(crate) fn load_into(store: &Store, snap: &Decoded<'_>) -> Result<()> {
     s.tree.clear()?;
     let mut batch = sled::Batch::default();
     let mut n = 0;
-    for r in snap.records() {
-        let (k, v) = r?;
+    let h = open_file(p)?.for_each(|k, v| {
         batch.insert(k, v);
         n += 1;
         if n % LOAD_BATCH == 0 {
             s.tree.apply_batch(std::mem::take(&mut batch))?;
         }
-    }
-    let h = &snap.header;
+        Ok(())
+    })?;
     batch.insert(META_APPLIED, encode_postcard(&h.meta.last_log_id));
     batch.insert(META_MEMBERSHIP, encode_postcard(&h.meta.last_membership));
     batch.insert(META_REV, &h.revision.to_be_bytes());

@@ -1,7 +1,8 @@
 //! openraft's state machine: the MVCC store plus its snapshots.
 
-use std::io::Cursor;
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -14,8 +15,8 @@ use openraft::{
 
 use crate::error::Error;
 use crate::mvcc::Store;
-use crate::snapshot::{self, Decoded, INSTALLING};
-use crate::typ::{NodeId, Response, TypeConfig};
+use crate::snapshot::{self, INSTALLING};
+use crate::typ::{NodeId, Response, SnapshotFile, TypeConfig};
 
 /// openraft's state machine over the MVCC [`Store`].
 #[derive(Clone)]
@@ -72,39 +73,95 @@ impl StateMachine {
         })
     }
 
-    /// Saves and installs snapshot `bytes`. Also used by `open` to finish an
-    /// install that a crash interrupted.
-    pub(crate) fn install_bytes(&self, bytes: &[u8]) -> Result<(), Error> {
+    /// Installs snapshot file `name` (under `snap/`): [`snapshot::RECEIVED`]
+    /// once a received file is whole there, or either of them when `open`
+    /// finishes an install a crash interrupted.
+    pub(crate) fn install_file(&self, name: &str) -> Result<(), Error> {
         let mut current = self.current.lock();
-        let decoded = Decoded::new(bytes)?;
-        snapshot::save(&self.dir, snapshot::RECEIVED, bytes)?;
+        let p = snapshot::path(&self.dir, name);
+        let header = snapshot::verify(&p)?;
         self.raft_tree.insert(INSTALLING, &[1u8])?;
         // Durability: the marker is on disk before the old state goes.
         self.raft_tree.flush()?;
-        snapshot::load_into(&self.store, &decoded)?;
+        snapshot::load_into(&self.store, &p)?;
         // Durability: the loaded state is on disk before the file says so.
         self.raft_tree.flush()?;
-        snapshot::promote(&self.dir)?;
+        if name != snapshot::CURRENT {
+            snapshot::rename(&self.dir, &p, snapshot::CURRENT)?;
+        }
         self.raft_tree.remove(INSTALLING)?;
         self.raft_tree.flush()?;
-        *current = decoded.header.meta.last_log_id;
+        *current = header.meta.last_log_id;
         Ok(())
     }
 
     /// Builds a snapshot and saves it as current, unless a newer one is.
-    fn build_and_save(&self) -> Result<(snapshot::Header, Vec<u8>), Error> {
-        let (header, bytes) = snapshot::build(&self.store)?;
+    /// Returns its header and the file, open at its start.
+    fn build_and_save(&self) -> Result<(snapshot::Header, File), Error> {
+        let tmp = snapshot::scratch(&snapshot::snap_dir(&self.dir), "build")?;
+        let header = snapshot::build(&self.store, &tmp).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
         let mut current = self.current.lock();
         if *current < header.meta.last_log_id {
             // Durability: the state the snapshot describes is on disk
             // before the snapshot file is, so a restart never finds a
             // snapshot ahead of its store (openraft refuses that state).
             self.raft_tree.flush()?;
-            snapshot::save(&self.dir, snapshot::CURRENT, &bytes)?;
+            snapshot::rename(&self.dir, &tmp, snapshot::CURRENT)?;
             *current = header.meta.last_log_id;
+            Ok((
+                header,
+                File::open(snapshot::path(&self.dir, snapshot::CURRENT))?,
+            ))
+        } else {
+            // Older than current: handed out once, from an unlinked file.
+            let f = File::open(&tmp)?;
+            std::fs::remove_file(&tmp)?;
+            Ok((header, f))
         }
-        Ok((header, bytes))
     }
+
+    /// The current snapshot's header and file, open at its start.
+    fn current(&self) -> Result<Option<(snapshot::Header, File)>, Error> {
+        let _turn = self.current.lock();
+        let p = snapshot::path(&self.dir, snapshot::CURRENT);
+        let f = match File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        // The records and checksum are checked by whoever installs it.
+        let header = snapshot::Reader::new(std::io::BufReader::new(&f))?.header;
+        (&f).seek(SeekFrom::Start(0))?;
+        Ok(Some((header, f)))
+    }
+
+    /// Takes a received snapshot that openraft hands over for install:
+    /// checks it is the one the leader described, then installs it.
+    fn install_received(
+        &self,
+        file: std::fs::File,
+        received: &Path,
+        want: &SnapshotMeta<NodeId, crate::typ::Member>,
+    ) -> Result<(), Error> {
+        // Durability: the bytes are on disk before the file is renamed.
+        file.sync_all()?;
+        drop(file);
+        let header = snapshot::Reader::new(std::io::BufReader::new(File::open(received)?))?.header;
+        if header.meta != *want {
+            return Err(Error::Corruption(format!(
+                "snapshot says it is {:?}, the leader said {:?}",
+                header.meta.snapshot_id, want.snapshot_id
+            )));
+        }
+        snapshot::rename(&self.dir, received, snapshot::RECEIVED)?;
+        self.install_file(snapshot::RECEIVED)
+    }
+}
+
+fn to_tokio(f: File, path: PathBuf) -> Box<SnapshotFile> {
+    Box::new(SnapshotFile::new(tokio::fs::File::from_std(f), path))
 }
 
 /// Runs snapshot work (file and database IO, whole-store copies) on
@@ -122,10 +179,11 @@ async fn off_runtime<T: Send + 'static>(
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let sm = self.clone();
-        let (header, bytes) = off_runtime(move || sm.build_and_save()).await?;
+        let dir = self.dir.clone();
+        let (header, f) = off_runtime(move || sm.build_and_save()).await?;
         Ok(Snapshot {
             meta: header.meta,
-            snapshot: Box::new(Cursor::new(bytes)),
+            snapshot: to_tokio(f, snapshot::path(&dir, snapshot::CURRENT)),
         })
     }
 }
@@ -166,27 +224,29 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn begin_receiving_snapshot(
         &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    ) -> Result<Box<SnapshotFile>, StorageError<NodeId>> {
+        let dir = self.dir.clone();
+        off_runtime(move || {
+            let p = snapshot::scratch(&snapshot::snap_dir(&dir), "receiving")?;
+            let f = File::create(&p)?;
+            Ok(to_tokio(f, p))
+        })
+        .await
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, crate::typ::Member>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotFile>,
     ) -> Result<(), StorageError<NodeId>> {
-        let bytes = snapshot.into_inner();
+        let (file, received) = snapshot.into_std().await;
         let sm = self.clone();
         let want = meta.clone();
         off_runtime(move || {
-            let header = Decoded::new(&bytes)?.header;
-            if header.meta != want {
-                return Err(Error::Corruption(format!(
-                    "snapshot says it is {:?}, the leader said {:?}",
-                    header.meta.snapshot_id, want.snapshot_id
-                )));
-            }
-            sm.install_bytes(&bytes)
+            sm.install_received(file, &received, &want)
+                .inspect_err(|_| {
+                    let _ = std::fs::remove_file(&received);
+                })
         })
         .await
     }
@@ -194,19 +254,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let _turn = self.current.lock();
-        let Some(bytes) = snapshot::load(&self.dir, snapshot::CURRENT)
-            .map_err(|e| snap_err(ErrorVerb::Read, e))?
-        else {
-            return Ok(None);
-        };
-        let meta = Decoded::new(&bytes)
-            .map_err(|e| snap_err(ErrorVerb::Read, e))?
-            .header
-            .meta;
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(bytes)),
+        let sm = self.clone();
+        let current = tokio::task::spawn_blocking(move || sm.current())
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))
+            .and_then(|r| r)
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        Ok(current.map(|(header, f)| Snapshot {
+            meta: header.meta,
+            snapshot: to_tokio(f, snapshot::path(&self.dir, snapshot::CURRENT)),
         }))
     }
 }
@@ -233,16 +289,17 @@ mod tests {
             .unwrap();
         let newer = LogId::new(CommittedLeaderId::new(3, 1), 99);
         *o.state_machine.current.lock() = Some(newer);
-        o.state_machine.build_and_save().unwrap();
-        assert!(snapshot::load(dir.path(), snapshot::CURRENT)
-            .unwrap()
-            .is_none());
+        let current = || snapshot::read_header(dir.path(), snapshot::CURRENT).unwrap();
+        let (header, _) = o.state_machine.build_and_save().unwrap();
+        assert_eq!(header.meta.last_log_id, Some(applied));
+        assert!(current().is_none());
         assert_eq!(*o.state_machine.current.lock(), Some(newer));
+        // The unlinked build left no scratch file behind.
+        let snap = std::fs::read_dir(dir.path().join("snap")).unwrap().count();
+        assert_eq!(snap, 0);
 
         *o.state_machine.current.lock() = None;
         o.state_machine.build_and_save().unwrap();
-        assert!(snapshot::load(dir.path(), snapshot::CURRENT)
-            .unwrap()
-            .is_some());
+        assert_eq!(current().unwrap().meta.last_log_id, Some(applied));
     }
 }

@@ -88,16 +88,17 @@ pub fn open(opts: &Options) -> Result<Opened> {
     let log_store = LogStore::open(&db)?;
     let store = Store::open(&db)?;
     let state_machine = StateMachine::new(store.clone(), raft.clone(), opts.dir.clone())?;
+    snapshot::clean_scratch(&opts.dir)?;
     if installing {
         // Before the rename the file is `installing`; after it, `current`
         // (and the marker was about to go).
-        let bytes = match snapshot::load(&opts.dir, snapshot::RECEIVED)? {
-            Some(b) => b,
-            None => snapshot::load(&opts.dir, snapshot::CURRENT)?.ok_or_else(|| {
+        let name = [snapshot::RECEIVED, snapshot::CURRENT]
+            .into_iter()
+            .find(|n| snapshot::path(&opts.dir, n).exists())
+            .ok_or_else(|| {
                 Error::Corruption("snapshot install interrupted and its file is gone".into())
-            })?,
-        };
-        state_machine.install_bytes(&bytes)?;
+            })?;
+        state_machine.install_file(name)?;
     }
     Ok(Opened {
         log_store,
@@ -154,7 +155,6 @@ mod tests {
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 
     use super::*;
-    use crate::snapshot::Decoded;
     use crate::typ::Request;
 
     /// A crash after an install loaded its first records: the marker is
@@ -163,7 +163,8 @@ mod tests {
     #[test]
     fn open_finishes_an_interrupted_install() {
         let a = tempfile::tempdir().unwrap();
-        let bytes = {
+        let built = a.path().join("built");
+        {
             let o = open(&Options::new(a.path())).unwrap();
             let entries = (1..=10u64)
                 .map(|i| Entry {
@@ -176,8 +177,8 @@ mod tests {
                 })
                 .collect();
             o.store.apply(entries).unwrap();
-            snapshot::build(&o.store).unwrap().1
-        };
+            snapshot::build(&o.store, &built).unwrap();
+        }
 
         let b = tempfile::tempdir().unwrap();
         drop(open(&Options::new(b.path())).unwrap());
@@ -186,15 +187,24 @@ mod tests {
             let db = open_db(&db_path(b.path()), 1 << 20).unwrap();
             let mvcc = db.open_tree("mvcc").unwrap();
             mvcc.clear().unwrap();
-            for r in Decoded::new(&bytes).unwrap().records().take(4) {
-                let (k, v) = r.unwrap();
-                mvcc.insert(k, v).unwrap();
+            let mut r = snapshot::open_file(&built).unwrap();
+            let (mut k, mut v) = (Vec::new(), Vec::new());
+            for _ in 0..4 {
+                assert!(r.next(&mut k, &mut v).unwrap());
+                mvcc.insert(&k, &v[..]).unwrap();
             }
             db.open_tree("raft")
                 .unwrap()
                 .insert(INSTALLING, &[1u8])
                 .unwrap();
-            snapshot::save(b.path(), snapshot::RECEIVED, &bytes).unwrap();
+            std::fs::create_dir_all(b.path().join("snap")).unwrap();
+            std::fs::copy(&built, snapshot::path(b.path(), snapshot::RECEIVED)).unwrap();
+            // A scratch file a crash left is removed by open.
+            std::fs::write(
+                snapshot::scratch(&snapshot::snap_dir(b.path()), "build").unwrap(),
+                b"x",
+            )
+            .unwrap();
             db.flush().unwrap();
         }
 
@@ -207,11 +217,11 @@ mod tests {
         };
         assert_eq!(o.store.range(&all).unwrap().count, 10);
         assert_eq!(o.store.applied_index(), Some(10));
-        assert!(snapshot::load(b.path(), snapshot::CURRENT)
+        assert!(snapshot::path(b.path(), snapshot::CURRENT).exists());
+        let left: Vec<_> = std::fs::read_dir(b.path().join("snap"))
             .unwrap()
-            .is_some());
-        assert!(snapshot::load(b.path(), snapshot::RECEIVED)
-            .unwrap()
-            .is_none());
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [snapshot::CURRENT]);
     }
 }

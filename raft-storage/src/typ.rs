@@ -5,7 +5,10 @@
 //! [`Request`] and [`Response`] impls below write a tag byte and the prost
 //! bytes.
 
-use std::io::Cursor;
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use cairn_proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DeleteRangeRequest,
@@ -29,12 +32,83 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = Member,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = SnapshotFile,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
 /// The openraft handle with Cairn's types.
 pub type Raft = openraft::Raft<TypeConfig>;
+
+/// A snapshot's bytes, in a file: what openraft hands between the state
+/// machine and the peer transport, so no snapshot is whole in memory.
+#[derive(Debug)]
+pub struct SnapshotFile {
+    file: tokio::fs::File,
+    /// Where a snapshot being received is written.
+    pub(crate) path: PathBuf,
+}
+
+impl SnapshotFile {
+    pub(crate) fn new(file: tokio::fs::File, path: PathBuf) -> Self {
+        SnapshotFile { file, path }
+    }
+
+    /// The file's size in bytes.
+    ///
+    /// # Errors
+    /// IO errors.
+    pub async fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata().await?.len())
+    }
+
+    /// Drops a snapshot that was being received and removes its file.
+    pub async fn discard(self) {
+        drop(self.file);
+        let _ = tokio::fs::remove_file(&self.path).await;
+    }
+
+    pub(crate) async fn into_std(self) -> (std::fs::File, PathBuf) {
+        (self.file.into_std().await, self.path)
+    }
+}
+
+impl tokio::io::AsyncRead for SnapshotFile {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.file).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SnapshotFile {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.file).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.file).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.file).poll_shutdown(cx)
+    }
+}
+
+impl tokio::io::AsyncSeek for SnapshotFile {
+    fn start_seek(mut self: Pin<&mut Self>, position: io::SeekFrom) -> io::Result<()> {
+        Pin::new(&mut self.file).start_seek(position)
+    }
+
+    fn poll_complete(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
+        Pin::new(&mut self.file).poll_complete(cx)
+    }
+}
 
 /// What the membership config records of each member, as etcd's member
 /// list shows it. openraft replicates it with the membership itself, so

@@ -1,7 +1,8 @@
 //! Scheduled backups (`--backup-dir`, `--backup-interval`,
 //! `--backup-retention`): every interval, a backup of this member's store,
 //! the same bytes the Snapshot RPC streams, so `cairnctl snapshot verify`
-//! checks it and `cairnctl snapshot restore` restores it.
+//! checks it and `cairnctl snapshot restore` restores it. Its snapshot is
+//! built in a scratch `.tmp` file in the backup dir first.
 //!
 //! Each backup is written as `<name>.tmp`, synced, renamed to
 //! `backup-<unix ms>-rev<revision>.db` and the directory synced: a crash
@@ -63,10 +64,9 @@ fn clean(dir: &Path) -> std::io::Result<()> {
 
 /// Writes one backup atomically, then prunes old ones. Returns its path.
 pub(crate) fn backup_once(store: &Store, s: &Schedule) -> std::io::Result<PathBuf> {
-    use std::io::Write;
     std::fs::create_dir_all(&s.dir)?;
     let revision = store.revision();
-    let bytes = store.backup()?;
+    let mut backup = store.backup(&s.dir)?;
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
@@ -74,7 +74,7 @@ pub(crate) fn backup_once(store: &Store, s: &Schedule) -> std::io::Result<PathBu
     let path = s.dir.join(&name);
     let tmp = s.dir.join(format!("{name}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&bytes)?;
+    std::io::copy(&mut backup, &mut f)?;
     // Durability: the backup is whole on disk before it gets its name.
     f.sync_all()?;
     drop(f);

@@ -12,6 +12,7 @@
 //! - Defragment: waits for physical compaction to finish, then flushes;
 //!   writes are never blocked (sled reuses freed space in place).
 
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,7 @@ pub(crate) const ETCD_VERSION: &str = "3.5.13";
 pub(crate) struct MaintenanceService {
     raft: Raft,
     store: Store,
+    scratch: PathBuf,
     route: Route,
     header: Header,
     me: NodeId,
@@ -55,6 +57,8 @@ pub(crate) struct MaintenanceService {
 pub(crate) struct MaintenanceParts {
     pub(crate) raft: Raft,
     pub(crate) store: Store,
+    /// Where backups are built before they are sent (the store's `snap/`).
+    pub(crate) scratch: PathBuf,
     pub(crate) route: Route,
     pub(crate) header: Header,
     pub(crate) me: NodeId,
@@ -69,6 +73,7 @@ impl MaintenanceService {
         MaintenanceService {
             raft: parts.raft,
             store: parts.store,
+            scratch: parts.scratch,
             route: parts.route,
             header: parts.header,
             me: parts.me,
@@ -205,6 +210,20 @@ impl MaintenanceService {
     }
 }
 
+/// Reads until `buf` is full or the reader ends; returns the bytes read.
+fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 fn later(what: &str) -> Status {
     Status::unimplemented(format!("etcdserver: {what} is not implemented yet"))
 }
@@ -310,28 +329,46 @@ impl Maintenance for MaintenanceService {
     async fn snapshot(&self, _: Request<SnapshotRequest>) -> Result<Response<Chunks>, Status> {
         let revision = self.store.revision();
         let started = Instant::now();
-        let bytes = self.blocking(|s| s.backup()).await?;
-        tracing::info!(
-            bytes = bytes.len(),
-            revision,
-            took = ?started.elapsed(),
-            "sending a snapshot"
-        );
+        let scratch = self.scratch.clone();
+        let mut backup = self.blocking(move |s| s.backup(&scratch)).await?;
+        let total = backup.len();
+        tracing::info!(bytes = total, revision, took = ?started.elapsed(), "sending a snapshot");
         let header = self.header.at(revision);
-        let total = bytes.len();
-        let chunks: Vec<_> = bytes
-            .chunks(CHUNK)
-            .scan(0usize, |sent, blob| {
-                *sent += blob.len();
-                Some(Ok(SnapshotResponse {
+        // A blocking thread reads the backup file a chunk at a time; the
+        // channel's bound keeps at most a few chunks in memory.
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let mut sent = 0u64;
+            loop {
+                let mut blob = vec![0u8; CHUNK];
+                let n = match read_full(&mut backup, &mut blob) {
+                    Ok(0) => return,
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading a snapshot to send failed");
+                        let _ = tx.blocking_send(Err(Status::internal(format!(
+                            "etcdserver: reading the snapshot failed: {e}"
+                        ))));
+                        return;
+                    }
+                };
+                blob.truncate(n);
+                sent += n as u64;
+                let chunk = SnapshotResponse {
                     header,
-                    remaining_bytes: (total - *sent) as u64,
-                    blob: blob.to_vec(),
+                    remaining_bytes: total - sent,
+                    blob,
                     version: ETCD_VERSION.to_owned(),
-                }))
-            })
-            .collect();
-        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+                };
+                if tx.blocking_send(Ok(chunk)).is_err() {
+                    return; // the client went away
+                }
+            }
+        });
+        let chunks = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        });
+        Ok(Response::new(Box::pin(chunks)))
     }
 
     async fn move_leader(

@@ -65,6 +65,8 @@ pub struct Node {
     ids: MemberIds,
     raft: Raft,
     store: Store,
+    /// Where the Snapshot RPC builds its backups before it sends them.
+    scratch: PathBuf,
     client_addrs: Vec<SocketAddr>,
     peer_addrs: Vec<SocketAddr>,
     stop_serving: watch::Sender<bool>,
@@ -149,6 +151,7 @@ impl Node {
             "starting member"
         );
 
+        let scratch = store_dir.join("snap");
         let options = StorageOptions::new(store_dir);
         let Opened {
             log_store,
@@ -186,6 +189,7 @@ impl Node {
             ids,
             raft,
             store,
+            scratch,
             client_addrs,
             peer_addrs,
             stop_serving: watch::channel(false).0,
@@ -460,6 +464,7 @@ impl Node {
         let maintenance = MaintenanceServer::new(MaintenanceService::new(MaintenanceParts {
             raft: self.raft.clone(),
             store: self.store.clone(),
+            scratch: self.scratch.clone(),
             route: route.clone(),
             header: Header::new(self.ids, &self.raft),
             me: self.ids.member_id,
@@ -550,6 +555,7 @@ impl Node {
             ids,
             raft,
             store,
+            scratch: _,
             client_addrs: _,
             peer_addrs: _,
             stop_serving,

@@ -17,14 +17,14 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::member::{self, MemberIds};
 
-/// Restores `backup` into `config.data_dir()` as member `config.name` of
+/// Restores backup file `backup` into `config.data_dir()` as member `config.name` of
 /// the new cluster `config.initial_cluster()`.
 ///
 /// # Errors
 /// [`Error::DataDirNotEmpty`] if the data dir exists and holds anything;
 /// [`Error::Config`] if the flags do not name this member;
 /// [`Error::Storage`] if the backup does not verify or cannot be written.
-pub fn restore(backup: &[u8], config: &Config) -> Result<(MemberIds, BackupInfo)> {
+pub fn restore(backup: &Path, config: &Config) -> Result<(MemberIds, BackupInfo)> {
     let dir = config.data_dir();
     if !is_empty_or_missing(&dir)? {
         return Err(Error::DataDirNotEmpty(dir));

@@ -94,14 +94,14 @@ impl<S: RaftStateMachine<TypeConfig>> RaftStateMachine<TypeConfig> for TrackedSt
 
     async fn begin_receiving_snapshot(
         &mut self,
-    ) -> Result<Box<std::io::Cursor<Vec<u8>>>, StorageError<NodeId>> {
+    ) -> Result<Box<cairn_raft_storage::SnapshotFile>, StorageError<NodeId>> {
         self.inner.begin_receiving_snapshot().await
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, cairn_raft_storage::Member>,
-        snapshot: Box<std::io::Cursor<Vec<u8>>>,
+        snapshot: Box<cairn_raft_storage::SnapshotFile>,
     ) -> Result<(), StorageError<NodeId>> {
         self.inner.install_snapshot(meta, snapshot).await
     }

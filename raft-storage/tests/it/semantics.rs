@@ -4,6 +4,7 @@ use cairn_proto::etcdserverpb::compare::CompareResult;
 use cairn_proto::etcdserverpb::{response_op, CompactionRequest, PutRequest, RangeRequest};
 use cairn_raft_storage::{ApplyError, Error, Request, Response};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{cmp_version, put_op, txn, Harness};
 
@@ -237,14 +238,17 @@ async fn snapshot_round_trip_while_writes_continue() {
 
     let mut b = Harness::new(dst.path());
     b.put("stale", "gone after install").await;
-    let data = b
+    // The transport's part: the leader's file, copied into the receiver's.
+    let mut bytes = Vec::new();
+    let mut sent = snap.snapshot;
+    sent.read_to_end(&mut bytes).await.unwrap();
+    let mut data = b
         .opened
         .state_machine
         .begin_receiving_snapshot()
         .await
         .unwrap();
-    let mut data = data;
-    *data = *snap.snapshot;
+    data.write_all(&bytes).await.unwrap();
     b.opened
         .state_machine
         .install_snapshot(&snap.meta, data)
@@ -267,7 +271,9 @@ async fn snapshot_round_trip_while_writes_continue() {
     assert_eq!(cur.meta, snap.meta);
 
     // A damaged snapshot is refused and the store is left alone.
-    let mut bytes = cur.snapshot.into_inner();
+    let mut bytes = Vec::new();
+    let mut current = cur.snapshot;
+    current.read_to_end(&mut bytes).await.unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     let mut data = b
@@ -276,7 +282,7 @@ async fn snapshot_round_trip_while_writes_continue() {
         .begin_receiving_snapshot()
         .await
         .unwrap();
-    *data = std::io::Cursor::new(bytes);
+    data.write_all(&bytes).await.unwrap();
     assert!(b
         .opened
         .state_machine

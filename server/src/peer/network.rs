@@ -3,17 +3,18 @@
 //!
 //! A refused connection is reported as `Unreachable`, so openraft backs off
 //! instead of retrying at once; any other failure is a `NetworkError`. A
-//! snapshot travels as one client-streamed call, in slices, and the
-//! receiver installs it whole.
+//! snapshot travels from the leader's snapshot file as one client-streamed
+//! call, in slices, into a file on the receiver, which installs it once
+//! it is whole.
 
 use std::future::Future;
-use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::cairnpeer::peer_client::PeerClient;
 use cairn_proto::cairnpeer::SnapshotChunk;
 use cairn_raft_storage::{Member, NodeId, TypeConfig};
+use futures::StreamExt;
 use openraft::error::{
     Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
     StreamingError, Unreachable,
@@ -23,7 +24,8 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::{Snapshot, Vote};
+use openraft::{Snapshot, StorageIOError, Vote};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tonic::transport::Channel;
 
 use super::{classify, decode, encode, PeerError, Peers};
@@ -170,34 +172,57 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             }
         };
         let mut client = self.client().map_err(streaming)?;
-        let data = snapshot.snapshot.into_inner();
-        let header = encode(&(vote, snapshot.meta.clone()));
-        let (cluster_id, from) = (self.peers.cluster_id(), self.peers.me());
-        let mut chunks: Vec<SnapshotChunk> = data
-            .chunks(SNAPSHOT_CHUNK_BYTES)
-            .map(|slice| SnapshotChunk {
-                cluster_id,
-                from,
-                header: Vec::new(),
-                data: slice.to_vec(),
-            })
-            .collect();
-        if chunks.is_empty() {
-            chunks.push(SnapshotChunk {
-                cluster_id,
-                from,
-                header: Vec::new(),
-                data: Vec::new(),
-            });
-        }
-        chunks[0].header = header;
+        let mut file = snapshot.snapshot;
+        let read_failed = |e: std::io::Error| {
+            StreamingError::StorageError(StorageIOError::read_snapshot(None, &e).into())
+        };
+        let bytes = file.len().await.map_err(read_failed)?;
+        file.seek(std::io::SeekFrom::Start(0))
+            .await
+            .map_err(read_failed)?;
         tracing::info!(
             target = format_args!("{:x}", self.target),
-            bytes = data.len(),
+            bytes,
             snapshot = %snapshot.meta.snapshot_id,
             "sending a snapshot"
         );
-        let send = client.install_snapshot(futures::stream::iter(chunks));
+        let (cluster_id, from) = (self.peers.cluster_id(), self.peers.me());
+        let first = SnapshotChunk {
+            cluster_id,
+            from,
+            header: encode(&(vote, snapshot.meta.clone())),
+            data: Vec::new(),
+            total_bytes: bytes,
+        };
+        // Slices are read from the file as the stream is polled: one in
+        // memory at a time. A read error ends the stream short of
+        // `total_bytes`, which the receiver refuses.
+        let slices = futures::stream::unfold(Some(file), move |file| async move {
+            let mut file = file?;
+            let mut data = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES);
+            match (&mut file)
+                .take(SNAPSHOT_CHUNK_BYTES as u64)
+                .read_to_end(&mut data)
+                .await
+            {
+                Ok(0) => None,
+                Ok(_) => Some((
+                    SnapshotChunk {
+                        cluster_id,
+                        from,
+                        header: Vec::new(),
+                        data,
+                        total_bytes: 0,
+                    },
+                    Some(file),
+                )),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading a snapshot to send failed");
+                    None
+                }
+            }
+        });
+        let send = client.install_snapshot(futures::stream::iter([first]).chain(slices));
         let reply = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),
             reply = send => reply.map_err(|s| streaming(classify(self.target, s)))?,
@@ -216,16 +241,5 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
                 .saturating_mul(1 << i.min(3))
                 .min(Duration::from_secs(1))
         }))
-    }
-}
-
-/// A snapshot received whole, ready for `install_full_snapshot`.
-pub(crate) fn received_snapshot(
-    meta: openraft::SnapshotMeta<NodeId, Member>,
-    data: Vec<u8>,
-) -> Snapshot<TypeConfig> {
-    Snapshot {
-        meta,
-        snapshot: Box::new(Cursor::new(data)),
     }
 }

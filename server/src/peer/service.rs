@@ -18,12 +18,12 @@ use cairn_raft_storage::{Member, NodeId, Raft, TypeConfig};
 use futures::StreamExt;
 use openraft::error::{Fatal, RaftError};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
-use openraft::{LogId, ServerState, SnapshotMeta, Vote};
+use openraft::{LogId, ServerState, Snapshot, SnapshotMeta, Vote};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::network::received_snapshot;
 use super::{encode, Answer, Forwarded, LinearizableError, MembersReply, Relayed, Route};
 use crate::cluster::{ClusterError, Membership};
 use crate::lease::Lessor;
@@ -215,19 +215,54 @@ impl Peer for PeerService {
             postcard::from_bytes(&first.header).map_err(|e| {
                 Status::invalid_argument(format!("undecodable snapshot header: {e}"))
             })?;
-        let mut data = first.data;
-        while let Some(chunk) = chunks.next().await {
-            data.extend_from_slice(&chunk?.data);
-        }
+        let mut file = self
+            .raft
+            .begin_receiving_snapshot()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let receive = async {
+            let failed = |e: std::io::Error| Status::internal(format!("saving a snapshot: {e}"));
+            let mut received = 0u64;
+            let mut data = first.data;
+            loop {
+                file.write_all(&data).await.map_err(failed)?;
+                received += data.len() as u64;
+                match chunks.next().await {
+                    Some(chunk) => data = chunk?.data,
+                    None => break,
+                }
+            }
+            file.flush().await.map_err(failed)?;
+            if first.total_bytes != 0 && received != first.total_bytes {
+                return Err(Status::invalid_argument(format!(
+                    "snapshot cut short: {received} of {} bytes",
+                    first.total_bytes
+                )));
+            }
+            Ok(received)
+        };
+        let received = match receive.await {
+            Ok(n) => n,
+            Err(status) => {
+                file.discard().await;
+                return Err(status);
+            }
+        };
         tracing::info!(
             from = format_args!("{:x}", first.from),
-            bytes = data.len(),
+            bytes = received,
             snapshot = %meta.snapshot_id,
             "received a snapshot"
         );
         let result: Result<_, Fatal<NodeId>> = self
             .raft
-            .install_full_snapshot(vote, received_snapshot(meta, data))
+            .install_full_snapshot(
+                vote,
+                Snapshot {
+                    meta,
+                    snapshot: file,
+                },
+            )
             .await;
         if result.is_ok() {
             self.contact.heard();
