@@ -6,9 +6,7 @@ use std::time::Instant;
 use std::io::Write;
 
 use anyhow::{anyhow, bail, Context, Result};
-use cairn_client::{
-    AlarmKind, Client, Get, KeepAliveState, LeaseId, LeaseLost, MemberId, Session,
-};
+use cairn_client::{AlarmKind, Client, Get, KeepAliveState, LeaseId, LeaseLost, MemberId, Session};
 use futures::StreamExt;
 use serde_json::json;
 

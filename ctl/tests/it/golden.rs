@@ -1,7 +1,7 @@
 //! Golden tests: cairnctl's output formats and error messages, exactly.
 //! Member and cluster ids differ per run and are substituted in.
 
-use crate::support::{self, cairnctl, cairnctl_stdin};
+use crate::support::{self, cairnctl, cairnctl_stdin, run_program};
 
 /// Asserts stdout, stderr and the exit code of one run.
 async fn golden(args: &[&str], stdin: &str, stdout: &str, stderr: &str, code: i32) {
@@ -102,7 +102,7 @@ async fn output_formats_and_errors() {
         "frobnicate(\"k\") = 1\n",
         "",
         "Error: bad compare \"frobnicate(\\\"k\\\") = 1\" (want e.g. mod(\"k\") > \"0\")\n",
-        1
+        3
     );
     run!(
         &["put", "k", "v", "--lease", "zz"],
@@ -115,7 +115,7 @@ async fn output_formats_and_errors() {
         &["lease", "timetolive", "abc"],
         "",
         "",
-        "Error: lease abc not found (expired or revoked)\n",
+        "Error: lease 0000000000000abc not found (expired or revoked)\n",
         1
     );
     run!(
@@ -141,13 +141,45 @@ async fn output_formats_and_errors() {
     // Backups: a damaged one names its problem in one line.
     let file = root.path().join("b.db");
     let f = file.to_str().expect("utf-8");
-    let saved = cairnctl(&["--endpoints", &ep, "snapshot", "save", f])
-        .await
-        .ok();
+    let saved = cairnctl(&["--endpoints", &ep, "snapshot", "save", f]).await;
+    // No progress bar when stderr is not a terminal...
+    assert_eq!(saved.stderr, "", "{saved:?}");
+    let saved = saved.ok();
     assert!(
         saved.starts_with(&format!("Snapshot saved at {f} (")),
         "{saved}"
     );
+    // ...and one on a terminal (script(1) gives it a pty), for save and
+    // restore alike.
+    let on_tty = |args: String| {
+        let cmd = format!("{} {args}", env!("CARGO_BIN_EXE_cairnctl"));
+        async move { run_program("script", &["-qec", &cmd, "/dev/null"], "").await }
+    };
+    let tty_file = root.path().join("tty.db");
+    let t = on_tty(format!(
+        "--endpoints {ep} snapshot save {}",
+        tty_file.display()
+    ))
+    .await;
+    assert!(
+        t.code == 0 && t.stdout.contains("downloading") && t.stdout.contains("Snapshot saved"),
+        "{t:?}"
+    );
+    let t = on_tty(format!(
+        "snapshot restore {f} --data-dir {}",
+        root.path().join("tty-restored").display()
+    ))
+    .await;
+    assert!(t.code == 0 && t.stdout.contains("restoring"), "{t:?}");
+    let r = cairnctl(&[
+        "snapshot",
+        "restore",
+        f,
+        "--data-dir",
+        root.path().join("piped-restored").to_str().expect("utf-8"),
+    ])
+    .await;
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""), "{r:?}");
     let mut bytes = std::fs::read(&file).expect("saved");
     let len = bytes.len();
     let table = cairnctl(&["snapshot", "status", f, "-w", "table"])

@@ -83,14 +83,20 @@ async fn keep_alive_outlives_the_ttl_until_killed() {
     keeper.start_kill().expect("killed");
     keeper.wait().await.expect("reaped");
     let killed = Instant::now();
-    support::eventually("the lease expires", Duration::from_secs(10), async || {
-        match client.lease_time_to_live(id, false).await {
+    support::eventually(
+        "the lease expires",
+        Duration::from_secs(10),
+        async || match client.lease_time_to_live(id, false).await {
             Ok(None) => Ok(()),
             other => Err(format!("{other:?}")),
-        }
-    })
+        },
+    )
     .await;
-    assert!(killed.elapsed() < Duration::from_secs(5), "{:?}", killed.elapsed());
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        killed.elapsed()
+    );
     let gone = client.get(Get::one("held")).await.expect("get");
     assert!(gone.kvs.is_empty(), "its key went with it");
 

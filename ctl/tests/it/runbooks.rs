@@ -161,13 +161,19 @@ async fn member_add(via: &[&Member], m: &Member, learner: bool) -> (String, Vec<
         let (var, value) = line.split_once('=').expect("VAR=value");
         let flag = format!(
             "--{}",
-            var.trim_start_matches("ETCD_").to_lowercase().replace('_', "-")
+            var.trim_start_matches("ETCD_")
+                .to_lowercase()
+                .replace('_', "-")
         );
         flags.push(flag);
         flags.push(value.trim_matches('"').to_owned());
     }
     assert_eq!(
-        flags.iter().step_by(2).map(String::as_str).collect::<Vec<_>>(),
+        flags
+            .iter()
+            .step_by(2)
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
         [
             "--name",
             "--initial-cluster",
@@ -274,9 +280,19 @@ async fn rolling_restart_under_a_writer() {
     assert_kept(&client, &w.acked).await;
     // Every member holds the same history.
     let rev = *w.acked.values().max().expect("writes");
-    let hashes = ctl_at(&all, &["-w", "json", "endpoint", "hashkv", "--rev", &rev.to_string()])
-        .await
-        .ok();
+    let hashes = ctl_at(
+        &all,
+        &[
+            "-w",
+            "json",
+            "endpoint",
+            "hashkv",
+            "--rev",
+            &rev.to_string(),
+        ],
+    )
+    .await
+    .ok();
     let hashes: serde_json::Value = serde_json::from_str(&hashes).expect("json");
     let hashes: Vec<_> = hashes
         .as_array()
@@ -284,7 +300,10 @@ async fn rolling_restart_under_a_writer() {
         .iter()
         .map(|h| h["hash"].clone())
         .collect();
-    assert!(hashes.len() == 3 && hashes.iter().all(|h| *h == hashes[0]), "{hashes:?}");
+    assert!(
+        hashes.len() == 3 && hashes.iter().all(|h| *h == hashes[0]),
+        "{hashes:?}"
+    );
 
     drop(client);
     for n in nodes.into_iter().flatten() {
@@ -376,7 +395,14 @@ async fn grow_three_to_five() {
     // The new members hold the data...
     let got = ctl_at(
         &[&members[4]],
-        &["get", "g/", "--prefix", "--consistency", "s", "--count-only"],
+        &[
+            "get",
+            "g/",
+            "--prefix",
+            "--consistency",
+            "s",
+            "--count-only",
+        ],
     )
     .await
     .ok();
@@ -412,7 +438,11 @@ async fn recover_from_one_survivor_then_grow_back() {
     let lease = client.lease_grant(3600, None).await.expect("grant").id;
     for i in 0..30 {
         let put = Put::new(format!("s/{:02}", i % 20), format!("v{i}"));
-        let put = if i % 5 == 0 { put.with_lease(lease) } else { put };
+        let put = if i % 5 == 0 {
+            put.with_lease(lease)
+        } else {
+            put
+        };
         client.put(put).await.expect("put");
     }
     // The survivor has applied everything (a linearizable read through it).
@@ -454,7 +484,11 @@ async fn recover_from_one_survivor_then_grow_back() {
     let after = ctl_at(&survivor, &["-w", "json", "get", "s/", "--prefix"])
         .await
         .ok();
-    assert_eq!(kvs(&after), kvs(&before), "every key, value and revision kept");
+    assert_eq!(
+        kvs(&after),
+        kvs(&before),
+        "every key, value and revision kept"
+    );
     // 3. Restart it without the flag.
     node.shutdown().await;
     let node = support::start_with_flags(&members[0], &usual).await;
@@ -483,7 +517,9 @@ async fn recover_from_one_survivor_then_grow_back() {
     }
     let list = support::member_list(&all).await;
     assert_eq!(
-        list.iter().map(|(_, n, p, _)| (n.clone(), p.clone())).collect::<Vec<_>>(),
+        list.iter()
+            .map(|(_, n, p, _)| (n.clone(), p.clone()))
+            .collect::<Vec<_>>(),
         members
             .iter()
             .map(|m| (m.name.clone(), vec![m.peer_url()]))
@@ -498,9 +534,12 @@ async fn recover_from_one_survivor_then_grow_back() {
     .await
     .ok();
     assert_eq!(kvs(&got), kvs(&before));
-    let ttl = ctl_at(&[&members[1]], &["lease", "timetolive", &format!("{:x}", lease.get())])
-        .await
-        .ok();
+    let ttl = ctl_at(
+        &[&members[1]],
+        &["lease", "timetolive", &format!("{:x}", lease.get())],
+    )
+    .await
+    .ok();
     assert!(ttl.contains("granted with TTL(3600s)"), "{ttl}");
     nodes.remove(0).shutdown().await;
     let rest: Vec<&Member> = members[1..].iter().collect();

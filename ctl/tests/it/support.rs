@@ -267,11 +267,17 @@ pub struct Status {
 
 /// `member list -w json`: (id, name, peer URLs, client URLs, learner).
 pub async fn member_list(members: &[&Member]) -> Vec<(u64, String, Vec<String>, bool)> {
-    let out = ctl_at(members, &["-w", "json", "member", "list"]).await.ok();
+    let out = ctl_at(members, &["-w", "json", "member", "list"])
+        .await
+        .ok();
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     let strings = |a: &serde_json::Value| -> Vec<String> {
         a.as_array()
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let mut list: Vec<_> = v["members"]

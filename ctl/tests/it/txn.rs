@@ -136,14 +136,8 @@ async fn txn_scripts_print_what_etcdctl_prints() {
             .expect("kvs")
             .iter()
             .map(|kv| {
-                [
-                    "key",
-                    "value",
-                    "create_revision",
-                    "mod_revision",
-                    "version",
-                ]
-                .map(|f| kv[f].clone())
+                ["key", "value", "create_revision", "mod_revision", "version"]
+                    .map(|f| kv[f].clone())
             })
             .collect();
         serde_json::json!({ "revision": v["header"]["revision"], "kvs": kvs })
