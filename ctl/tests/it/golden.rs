@@ -95,6 +95,25 @@ async fn output_formats_and_errors() {
         "",
         0
     );
+    // -w json carries each op's answer under etcdctl's names.
+    let json = cairnctl_stdin(
+        &["--endpoints", &ep, "-w", "json", "txn"],
+        "\nget foo\nput foo baz --prev-kv\n\n\n",
+    )
+    .await
+    .ok();
+    let json: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(json["succeeded"], true, "{json}");
+    let r = &json["responses"];
+    assert_eq!(
+        r[0]["Response"]["response_range"]["kvs"][0]["value"], "YmF6",
+        "{json}"
+    );
+    assert_eq!(
+        r[1]["Response"]["response_put"]["prev_kv"]["value"], "YmF6",
+        "{json}"
+    );
+    assert_eq!(json["header"]["revision"], 5, "{json}");
     run!(&["del", "foo"], "", "1\n", "", 0);
     run!(&["del", "nope"], "", "0\n", "", 0);
     run!(
