@@ -268,6 +268,26 @@ impl LeaseKeepAlive {
             }
         }
     }
+
+    /// Waits for the next renewal and returns what it granted:
+    /// `Alive { ttl }` once per renewal (so a caller can show each, as
+    /// `etcdctl lease keep-alive` does), or `Lost` once the lease is lost,
+    /// and from then on.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a renewal not yet returned is returned by the next call.
+    pub async fn renewed(&mut self) -> KeepAliveState {
+        match self.state.changed().await {
+            Ok(()) => *self.state.borrow_and_update(),
+            // The task has ended: after saying why, or (only if it was
+            // aborted) without.
+            Err(_) => match *self.state.borrow() {
+                lost @ KeepAliveState::Lost(_) => lost,
+                KeepAliveState::Alive { .. } => KeepAliveState::Lost(LeaseLost::Unreachable),
+            },
+        }
+    }
 }
 
 impl Drop for LeaseKeepAlive {

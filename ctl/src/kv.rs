@@ -4,7 +4,8 @@ use std::io::{IsTerminal, Read, Write};
 
 use anyhow::{bail, Context, Result};
 use cairn_client::{
-    Client, ConnectOptions, Delete, EventKind, Get, LeaseId, Put, Revision, TxnOpResponse,
+    Client, ConnectOptions, Delete, DeleteResponse, EventKind, Get, LeaseId, Put, PutResponse,
+    Revision, TxnOpResponse, TxnResponse,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -51,7 +52,8 @@ fn span(key: &str, end: Option<&str>, prefix: bool, from_key: bool) -> Result<(G
     })
 }
 
-pub(crate) async fn get(g: &Global, a: GetArgs) -> Result<()> {
+/// The Range a `get` asks for (also a txn's `get` line).
+pub(crate) fn get_request(a: &GetArgs) -> Result<Get> {
     let (mut get, _) = span(&a.key, a.range_end.as_deref(), a.prefix, a.from_key)?;
     if a.limit > 0 {
         get = get.with_limit(a.limit);
@@ -70,6 +72,11 @@ pub(crate) async fn get(g: &Global, a: GetArgs) -> Result<()> {
         "s" => get = get.with_serializable(),
         other => bail!("unknown consistency {other:?} (want l or s)"),
     }
+    Ok(get)
+}
+
+pub(crate) async fn get(g: &Global, a: GetArgs) -> Result<()> {
+    let get = get_request(&a)?;
     let client = connect(g).await?;
     let r = client.get(get).await?;
     match g.write_out {
@@ -116,8 +123,8 @@ pub(crate) async fn get(g: &Global, a: GetArgs) -> Result<()> {
 }
 
 pub(crate) async fn put(g: &Global, a: PutArgs) -> Result<()> {
-    let value = match a.value {
-        Some(v) => v.into_bytes(),
+    let value = match &a.value {
+        Some(v) => v.clone().into_bytes(),
         None if a.ignore_value => Vec::new(),
         None => {
             let mut v = Vec::new();
@@ -127,7 +134,20 @@ pub(crate) async fn put(g: &Global, a: PutArgs) -> Result<()> {
             v
         }
     };
-    let mut put = Put::new(a.key, value);
+    let r = connect(g).await?.put(put_request(&a, value)?).await?;
+    match g.write_out {
+        Format::Json => print_json(&json!({
+            "header": header_json(&r.header),
+            "prev_kv": r.prev_kv.as_ref().map(kv_json),
+        })),
+        _ => print_put(&r),
+    }
+    Ok(())
+}
+
+/// The Put a `put` asks for (also a txn's `put` line), with `value`.
+pub(crate) fn put_request(a: &PutArgs, value: Vec<u8>) -> Result<Put> {
+    let mut put = Put::new(a.key.as_str(), value);
     if let Some(l) = &a.lease {
         put = put.with_lease(lease_id(l)?);
     }
@@ -140,99 +160,161 @@ pub(crate) async fn put(g: &Global, a: PutArgs) -> Result<()> {
     if a.ignore_lease {
         put = put.with_ignore_lease();
     }
-    let r = connect(g).await?.put(put).await?;
-    match g.write_out {
-        Format::Json => print_json(&json!({
-            "header": header_json(&r.header),
-            "prev_kv": r.prev_kv.as_ref().map(kv_json),
-        })),
-        _ => {
-            println!("OK");
-            if let Some(p) = &r.prev_kv {
-                println!("{}\n{}", text(&p.key), text(&p.value));
-            }
-        }
-    }
-    Ok(())
+    Ok(put)
 }
 
-pub(crate) async fn del(g: &Global, a: DelArgs) -> Result<()> {
+/// etcdctl's simple output of a put: `OK`, then the previous key-value.
+fn print_put(r: &PutResponse) {
+    println!("OK");
+    if let Some(p) = &r.prev_kv {
+        println!("{}\n{}", text(&p.key), text(&p.value));
+    }
+}
+
+/// The DeleteRange a `del` asks for (also a txn's `del` line).
+pub(crate) fn del_request(a: &DelArgs) -> Result<Delete> {
     let (_, mut del) = span(&a.key, a.range_end.as_deref(), a.prefix, a.from_key)?;
     if a.prev_kv {
         del = del.with_prev_kv();
     }
-    let r = connect(g).await?.delete(del).await?;
+    Ok(del)
+}
+
+pub(crate) async fn del(g: &Global, a: DelArgs) -> Result<()> {
+    let r = connect(g).await?.delete(del_request(&a)?).await?;
     match g.write_out {
-        Format::Json => print_json(&json!({
-            "header": header_json(&r.header),
-            "deleted": r.deleted,
-            "prev_kvs": r.prev_kvs.iter().map(kv_json).collect::<Vec<_>>(),
-        })),
-        _ => {
-            println!("{}", r.deleted);
-            for p in &r.prev_kvs {
-                println!("{}\n{}", text(&p.key), text(&p.value));
-            }
-        }
+        Format::Json => print_json(&del_json(&r)),
+        _ => print_del(&r),
     }
     Ok(())
 }
 
-/// Reads lines up to a blank line (or the end), prompting on a terminal.
-fn section(prompt: &str, interactive: bool, out: &mut String) -> Result<()> {
-    if interactive {
-        eprintln!("{prompt}");
-    }
-    let stdin = std::io::stdin();
-    loop {
-        let mut line = String::new();
-        if stdin.read_line(&mut line)? == 0 || line.trim().is_empty() {
-            out.push('\n');
-            return Ok(());
-        }
-        out.push_str(&line);
+fn del_json(r: &DeleteResponse) -> serde_json::Value {
+    json!({
+        "header": header_json(&r.header),
+        "deleted": r.deleted,
+        "prev_kvs": r.prev_kvs.iter().map(kv_json).collect::<Vec<_>>(),
+    })
+}
+
+/// etcdctl's simple output of a delete: the count, then the deleted
+/// key-values.
+fn print_del(r: &DeleteResponse) {
+    println!("{}", r.deleted);
+    for p in &r.prev_kvs {
+        println!("{}\n{}", text(&p.key), text(&p.value));
     }
 }
 
-pub(crate) async fn txn(g: &Global, a: TxnArgs) -> Result<()> {
-    let interactive = a.interactive || std::io::stdin().is_terminal();
-    let mut script = String::new();
-    section("compares:", interactive, &mut script)?;
-    section(
-        "success requests (get, put, del):",
-        interactive,
-        &mut script,
-    )?;
-    section(
-        "failure requests (get, put, del):",
-        interactive,
-        &mut script,
-    )?;
-    let t = crate::txn::parse(&script)?;
-    let r = connect(g).await?.txn(t).await?;
-    if g.write_out == Format::Json {
-        print_json(&json!({
-            "header": header_json(&r.header),
-            "succeeded": r.succeeded,
-            "responses": r.responses.len(),
-        }));
-        return Ok(());
+/// Reads one section of a txn script: lines up to a blank line (or the
+/// end of input, where etcdctl fails with "EOF"), after printing `prompt`
+/// on stdout when interactive, as etcdctl does.
+fn section(prompt: &str, interactive: bool) -> Result<Vec<String>> {
+    if interactive {
+        println!("{prompt}");
     }
+    let stdin = std::io::stdin();
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        if stdin.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            return Ok(lines);
+        }
+        lines.push(line);
+    }
+}
+
+/// etcdctl's exit status for input it cannot parse (`ExitInvalidInput`).
+const EXIT_INVALID_INPUT: u8 = 3;
+
+/// Reads and parses each section as etcdctl does: one after the other, so
+/// a bad line is reported as soon as its section ends.
+fn read_txn(interactive: bool) -> Result<cairn_client::Txn> {
+    let compares = crate::txn::compares(&section("compares:", interactive)?)?;
+    let success = crate::txn::ops(&section("success requests (get, put, del):", interactive)?)?;
+    let failure = crate::txn::ops(&section("failure requests (get, put, del):", interactive)?)?;
+    Ok(cairn_client::Txn::new()
+        .when(compares)
+        .and_then(success)
+        .or_else(failure))
+}
+
+pub(crate) async fn txn(g: &Global, a: TxnArgs) -> Result<()> {
+    // etcdctl prompts only with -i; prompting also when a person is
+    // typing and reading (both ends terminals) changes no script's output.
+    let interactive =
+        a.interactive || (std::io::stdin().is_terminal() && std::io::stdout().is_terminal());
+    let t = match read_txn(interactive) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            return Err(Quiet(EXIT_INVALID_INPUT).into());
+        }
+    };
+    let r = connect(g).await?.txn(t).await?;
+    match g.write_out {
+        Format::Json => print_json(&txn_json(&r)),
+        _ => print_txn(&r),
+    }
+    Ok(())
+}
+
+/// etcdctl's simple output of a txn: SUCCESS or FAILURE, then each op's
+/// answer after a blank line, as `get`, `put` and `del` print it.
+fn print_txn(r: &TxnResponse) {
     println!("{}", if r.succeeded { "SUCCESS" } else { "FAILURE" });
     for resp in &r.responses {
         println!();
         match resp {
-            TxnOpResponse::Put(_) => println!("OK"),
-            TxnOpResponse::Delete(d) => println!("{}", d.deleted),
+            TxnOpResponse::Put(p) => print_put(p),
+            TxnOpResponse::Delete(d) => print_del(d),
             TxnOpResponse::Get(g) => {
                 for kv in &g.kvs {
                     println!("{}\n{}", text(&kv.key), text(&kv.value));
                 }
             }
-            TxnOpResponse::Txn(_) => println!("(nested txn)"),
+            // A script cannot nest txns; another client's can.
+            TxnOpResponse::Txn(t) => print_txn(t),
         }
     }
-    Ok(())
+}
+
+/// A txn's answer in JSON, each op's answer under etcdctl's names
+/// (`responses[i].Response.response_range`, `response_put`,
+/// `response_delete_range`, `response_txn`).
+fn txn_json(r: &TxnResponse) -> serde_json::Value {
+    let responses: Vec<_> = r
+        .responses
+        .iter()
+        .map(|resp| {
+            let (name, v) = match resp {
+                TxnOpResponse::Get(g) => (
+                    "response_range",
+                    json!({
+                        "header": header_json(&g.header),
+                        "kvs": g.kvs.iter().map(kv_json).collect::<Vec<_>>(),
+                        "more": g.more,
+                        "count": g.count,
+                    }),
+                ),
+                TxnOpResponse::Put(p) => (
+                    "response_put",
+                    json!({
+                        "header": header_json(&p.header),
+                        "prev_kv": p.prev_kv.as_ref().map(kv_json),
+                    }),
+                ),
+                TxnOpResponse::Delete(d) => ("response_delete_range", del_json(d)),
+                TxnOpResponse::Txn(t) => ("response_txn", txn_json(t)),
+            };
+            json!({ "Response": { name: v } })
+        })
+        .collect();
+    json!({
+        "header": header_json(&r.header),
+        "succeeded": r.succeeded,
+        "responses": responses,
+    })
 }
 
 pub(crate) async fn watch(g: &Global, a: WatchArgs) -> Result<()> {

@@ -3,8 +3,10 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use cairn_client::{AlarmKind, Client, Get, MemberId, Session};
+use std::io::Write;
+
+use anyhow::{anyhow, bail, Context, Result};
+use cairn_client::{AlarmKind, Client, Get, KeepAliveState, LeaseId, LeaseLost, MemberId, Session};
 use futures::StreamExt;
 use serde_json::json;
 
@@ -31,19 +33,19 @@ pub(crate) async fn lease(g: &Global, cmd: LeaseCommand) -> Result<()> {
                 Format::Json => print_json(&json!({
                     "header": header_json(&r.header), "ID": r.id.get(), "TTL": r.ttl,
                 })),
-                _ => println!("lease {} granted with TTL({}s)", r.id, r.ttl),
+                _ => println!("lease {} granted with TTL({}s)", hex16(r.id), r.ttl),
             }
         }
         LeaseCommand::Revoke { id } => {
             let id = lease_id(&id)?;
             client.lease_revoke(id).await?;
-            println!("lease {id} revoked");
+            println!("lease {} revoked", hex16(id));
         }
         LeaseCommand::Timetolive { id, keys } => {
             let id = lease_id(&id)?;
             match client.lease_time_to_live(id, keys).await? {
                 None => {
-                    eprintln!("Error: lease {id} not found (expired or revoked)");
+                    eprintln!("Error: lease {} not found (expired or revoked)", hex16(id));
                     return Err(Quiet(1).into());
                 }
                 Some(t) => match g.write_out {
@@ -54,14 +56,16 @@ pub(crate) async fn lease(g: &Global, cmd: LeaseCommand) -> Result<()> {
                     })),
                     _ if keys => println!(
                         "lease {} granted with TTL({}s), remaining({}s), attached keys({:?})",
-                        t.id,
+                        hex16(t.id),
                         t.granted_ttl,
                         t.ttl,
                         t.keys.iter().map(|k| text(k)).collect::<Vec<_>>()
                     ),
                     _ => println!(
                         "lease {} granted with TTL({}s), remaining({}s)",
-                        t.id, t.granted_ttl, t.ttl
+                        hex16(t.id),
+                        t.granted_ttl,
+                        t.ttl
                     ),
                 },
             }
@@ -75,28 +79,53 @@ pub(crate) async fn lease(g: &Global, cmd: LeaseCommand) -> Result<()> {
                 _ => {
                     println!("found {} leases", ids.len());
                     for id in ids {
-                        println!("{id}");
+                        println!("{}", hex16(id));
                     }
                 }
             }
         }
         LeaseCommand::KeepAlive { id, once } => {
             let id = lease_id(&id)?;
+            let not_found = || anyhow!("lease {} not found (expired or revoked)", hex16(id));
             if once {
-                let ttl = client.lease_keep_alive_once(id).await?;
-                if ttl <= 0 {
-                    bail!("lease {id} expired or revoked");
-                }
-                println!("lease {id} keepalived with TTL({ttl})");
+                let ttl = match client.lease_keep_alive_once(id).await {
+                    Err(cairn_client::Error::LeaseNotFound) => return Err(not_found()),
+                    r => r?,
+                };
+                println!("lease {} keepalived with TTL({ttl})", hex16(id));
                 return Ok(());
             }
-            let mut keeper = client.lease_keep_alive(id).await?;
-            println!("lease {id} kept alive; interrupt to stop");
-            let lost = keeper.lost().await;
-            bail!("lease {id} lost: {lost:?}");
+            let mut keeper = match client.lease_keep_alive(id).await {
+                Err(cairn_client::Error::LeaseNotFound) => return Err(not_found()),
+                r => r?,
+            };
+            // One line per renewal, as etcdctl prints them, until killed or
+            // the lease is lost.
+            let mut state = keeper.state();
+            loop {
+                match state {
+                    KeepAliveState::Alive { ttl } => {
+                        println!("lease {} keepalived with TTL({ttl})", hex16(id));
+                        std::io::stdout().flush()?;
+                    }
+                    KeepAliveState::Lost(LeaseLost::NotFound) => {
+                        bail!("lease {} expired or revoked", hex16(id))
+                    }
+                    KeepAliveState::Lost(LeaseLost::Unreachable) => bail!(
+                        "lease {} lost: no member renewed it before its TTL ran out",
+                        hex16(id)
+                    ),
+                }
+                state = keeper.renewed().await;
+            }
         }
     }
     Ok(())
+}
+
+/// A lease ID as etcdctl prints it: 16 hex digits.
+pub(crate) fn hex16(id: LeaseId) -> String {
+    format!("{:016x}", id.get())
 }
 
 pub(crate) async fn member(g: &Global, cmd: MemberCommand) -> Result<()> {

@@ -12,10 +12,19 @@
 //! ```
 //! Compares: `value|version|create|mod|lease("key") OP VALUE` with OP one of
 //! `=`, `!=`, `<`, `>`. Ops: `get KEY [END]`, `put KEY VALUE`, `del KEY
-//! [END]`, with `--prefix` allowed after get and del.
+//! [END]`, each with the flags of its command (`--prefix`, `--from-key`,
+//! `--prev-kv`, `--limit`, `--rev`, `--lease`, ...), as etcdctl reads them.
+//!
+//! Where etcdctl is stricter, cairnctl accepts: the end of input ends a
+//! section (etcdctl fails with "EOF" unless each section ends with a
+//! blank line), an unquoted compare value, and `==`.
 
 use anyhow::{anyhow, bail, Result};
-use cairn_client::{Compare, CompareOp, Delete, Get, LeaseId, Put, Revision, Txn, TxnOp};
+use cairn_client::{Compare, CompareOp, LeaseId, Revision, TxnOp};
+use clap::Parser;
+
+use crate::cli::{DelArgs, GetArgs, PutArgs};
+use crate::kv::{del_request, get_request, put_request};
 
 /// Splits a line into words, honouring double quotes and `\"` in them.
 pub(crate) fn words(line: &str) -> Result<Vec<String>> {
@@ -83,62 +92,50 @@ pub(crate) fn compare(line: &str) -> Result<Compare> {
     })
 }
 
+/// One op line: the `get`, `put` and `del` commands with their flags, as
+/// etcdctl parses them.
+#[derive(Debug, Parser)]
+#[command(no_binary_name = true, disable_help_subcommand = true)]
+enum OpLine {
+    Get(GetArgs),
+    Put(PutArgs),
+    Del(DelArgs),
+}
+
 /// Parses one op line.
 pub(crate) fn op(line: &str) -> Result<TxnOp> {
     let w = words(line)?;
-    let prefix = w.iter().any(|a| a == "--prefix");
-    let args: Vec<&String> = w.iter().filter(|a| !a.starts_with("--")).collect();
-    let bad = || anyhow!("bad op {line:?} (want get, put or del)");
-    Ok(match args.as_slice() {
-        [verb, key] if verb.as_str() == "get" => match prefix {
-            true => Get::prefix(key.as_str()).into(),
-            false => Get::one(key.as_str()).into(),
-        },
-        [verb, key, end] if verb.as_str() == "get" => Get::range(key.as_str(), end.as_str()).into(),
-        [verb, key, value] if verb.as_str() == "put" => {
-            Put::new(key.as_str(), value.as_str()).into()
+    if !matches!(w.first().map(String::as_str), Some("get" | "put" | "del")) {
+        bail!("bad op {line:?} (want get, put or del)");
+    }
+    // clap's message is several lines (usage, tips): keep the first.
+    let parsed = OpLine::try_parse_from(&w).map_err(|e| {
+        let msg = e.to_string();
+        let first = msg.lines().next().unwrap_or_default();
+        anyhow!("bad op {line:?}: {}", first.trim_start_matches("error: "))
+    })?;
+    Ok(match parsed {
+        OpLine::Get(a) => get_request(&a)?.into(),
+        OpLine::Put(a) => {
+            let value = match (&a.value, a.ignore_value) {
+                (Some(v), _) => v.clone().into_bytes(),
+                (None, true) => Vec::new(),
+                (None, false) => bail!("bad op {line:?}: put needs a key and a value"),
+            };
+            put_request(&a, value)?.into()
         }
-        [verb, key] if verb.as_str() == "del" => match prefix {
-            true => Delete::prefix(key.as_str()).into(),
-            false => Delete::one(key.as_str()).into(),
-        },
-        [verb, key, end] if verb.as_str() == "del" => {
-            Delete::range(key.as_str(), end.as_str()).into()
-        }
-        _ => return Err(bad()),
+        OpLine::Del(a) => del_request(&a)?.into(),
     })
 }
 
-/// Parses a whole script (the three blank-line separated sections).
-pub(crate) fn parse(script: &str) -> Result<Txn> {
-    let mut sections: Vec<Vec<&str>> = vec![Vec::new()];
-    for line in script.lines() {
-        let line = line.trim();
-        if line.is_empty() {
-            if sections.len() < 3 {
-                sections.push(Vec::new());
-            }
-            continue;
-        }
-        sections
-            .last_mut()
-            .expect("invariant: never empty")
-            .push(line);
-    }
-    sections.resize(3, Vec::new());
-    let compares = sections[0]
-        .iter()
-        .map(|l| compare(l))
-        .collect::<Result<Vec<_>>>()?;
-    let success = sections[1]
-        .iter()
-        .map(|l| op(l))
-        .collect::<Result<Vec<_>>>()?;
-    let failure = sections[2]
-        .iter()
-        .map(|l| op(l))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Txn::new().when(compares).and_then(success).or_else(failure))
+/// Parses a section of compare lines.
+pub(crate) fn compares(lines: &[impl AsRef<str>]) -> Result<Vec<Compare>> {
+    lines.iter().map(|l| compare(l.as_ref().trim())).collect()
+}
+
+/// Parses a section of op lines.
+pub(crate) fn ops(lines: &[impl AsRef<str>]) -> Result<Vec<TxnOp>> {
+    lines.iter().map(|l| op(l.as_ref().trim())).collect()
 }
 
 #[cfg(test)]
@@ -156,18 +153,38 @@ mod tests {
     }
 
     #[test]
-    fn scripts_parse() {
-        let t =
-            parse("mod(\"k\") > \"0\"\nvalue(\"k\") = \"v\"\n\nput k w\nget k\n\ndel k\n").unwrap();
-        let expected = Txn::new()
-            .when([
+    fn sections_parse() {
+        use cairn_client::{Delete, Get, Put};
+        let c = compares(&["mod(\"k\") > \"0\"", "value(\"k\") = \"v\""]).unwrap();
+        assert_eq!(
+            c,
+            vec![
                 Compare::mod_revision("k", CompareOp::Greater, Revision::new(0)),
                 Compare::value("k", CompareOp::Equal, "v"),
-            ])
-            .and_then([Put::new("k", "w").into(), Get::one("k").into()])
-            .or_else([Delete::one("k").into()]);
-        assert_eq!(t, expected);
-        assert!(parse("nonsense\n\n\n").is_err());
-        assert!(parse("\nfrobnicate k\n").is_err());
+            ]
+        );
+        let o = ops(&[
+            "put k w --prev-kv",
+            "get k",
+            "get \"\" --prefix",
+            "get a --from-key --limit 2",
+            "del k --prev-kv\n",
+            "del p --prefix",
+        ])
+        .unwrap();
+        let expected: Vec<TxnOp> = vec![
+            Put::new("k", "w").with_prev_kv().into(),
+            Get::one("k").into(),
+            Get::all().into(),
+            Get::from_key("a").with_limit(2).into(),
+            Delete::one("k").with_prev_kv().into(),
+            Delete::prefix("p").into(),
+        ];
+        assert_eq!(o, expected);
+        assert!(compares(&["nonsense"]).is_err());
+        for bad in ["frobnicate k", "get", "put k", "get a --bogus", "get a b c"] {
+            let e = ops(&[bad]).unwrap_err().to_string();
+            assert!(e.starts_with("bad op") && !e.contains('\n'), "{bad}: {e}");
+        }
     }
 }

@@ -112,7 +112,9 @@ pub(crate) async fn transfer_leadership(
         .cloned()
         .ok_or(ClusterError::BadTransferee)?;
     raft.runtime_config().heartbeat(false);
-    let result = async {
+    route.set_transferring(true);
+    let _transfer = Transfer { raft, route };
+    async {
         // Wait until the target has all of the log, so it can win.
         loop {
             let m = raft.metrics().borrow().clone();
@@ -148,9 +150,22 @@ pub(crate) async fn transfer_leadership(
             .map_err(|_| RequestError::Timeout)?;
         Ok(())
     }
-    .await;
-    raft.runtime_config().heartbeat(true);
-    result
+    .await
+}
+
+/// Ends a leadership transfer however [`transfer_leadership`] ends, also
+/// when its caller gives up and drops it: heartbeats resume and the
+/// proposer takes requests again.
+struct Transfer<'a> {
+    raft: &'a Raft,
+    route: &'a Route,
+}
+
+impl Drop for Transfer<'_> {
+    fn drop(&mut self) {
+        self.route.set_transferring(false);
+        self.raft.runtime_config().heartbeat(true);
+    }
 }
 
 type Chunks = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;

@@ -94,6 +94,7 @@ impl Proposer {
             return Err(RequestError::NotForLearner);
         }
         let response = match self.route.target() {
+            Target::Here if self.route.transferring() => return Err(RequestError::NoLeader),
             Target::Here => self.queue_here(request, size).await?.0,
             Target::There(id, leader) => {
                 let forwarded = Forwarded::Propose(request);
@@ -128,6 +129,9 @@ impl Proposer {
         let size = request.encoded_len();
         if size > self.max_request_bytes {
             return Err(RequestError::TooLarge);
+        }
+        if self.route.transferring() {
+            return Err(RequestError::NoLeader);
         }
         self.queue_here(request, size).await
     }

@@ -1,7 +1,7 @@
 //! Golden tests: cairnctl's output formats and error messages, exactly.
 //! Member and cluster ids differ per run and are substituted in.
 
-use crate::support::{self, cairnctl, cairnctl_stdin};
+use crate::support::{self, cairnctl, cairnctl_stdin, run_program};
 
 /// Asserts stdout, stderr and the exit code of one run.
 async fn golden(args: &[&str], stdin: &str, stdout: &str, stderr: &str, code: i32) {
@@ -95,6 +95,25 @@ async fn output_formats_and_errors() {
         "",
         0
     );
+    // -w json carries each op's answer under etcdctl's names.
+    let json = cairnctl_stdin(
+        &["--endpoints", &ep, "-w", "json", "txn"],
+        "\nget foo\nput foo baz --prev-kv\n\n\n",
+    )
+    .await
+    .ok();
+    let json: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(json["succeeded"], true, "{json}");
+    let r = &json["responses"];
+    assert_eq!(
+        r[0]["Response"]["response_range"]["kvs"][0]["value"], "YmF6",
+        "{json}"
+    );
+    assert_eq!(
+        r[1]["Response"]["response_put"]["prev_kv"]["value"], "YmF6",
+        "{json}"
+    );
+    assert_eq!(json["header"]["revision"], 5, "{json}");
     run!(&["del", "foo"], "", "1\n", "", 0);
     run!(&["del", "nope"], "", "0\n", "", 0);
     run!(
@@ -102,7 +121,7 @@ async fn output_formats_and_errors() {
         "frobnicate(\"k\") = 1\n",
         "",
         "Error: bad compare \"frobnicate(\\\"k\\\") = 1\" (want e.g. mod(\"k\") > \"0\")\n",
-        1
+        3
     );
     run!(
         &["put", "k", "v", "--lease", "zz"],
@@ -115,7 +134,7 @@ async fn output_formats_and_errors() {
         &["lease", "timetolive", "abc"],
         "",
         "",
-        "Error: lease abc not found (expired or revoked)\n",
+        "Error: lease 0000000000000abc not found (expired or revoked)\n",
         1
     );
     run!(
@@ -141,13 +160,45 @@ async fn output_formats_and_errors() {
     // Backups: a damaged one names its problem in one line.
     let file = root.path().join("b.db");
     let f = file.to_str().expect("utf-8");
-    let saved = cairnctl(&["--endpoints", &ep, "snapshot", "save", f])
-        .await
-        .ok();
+    let saved = cairnctl(&["--endpoints", &ep, "snapshot", "save", f]).await;
+    // No progress bar when stderr is not a terminal...
+    assert_eq!(saved.stderr, "", "{saved:?}");
+    let saved = saved.ok();
     assert!(
         saved.starts_with(&format!("Snapshot saved at {f} (")),
         "{saved}"
     );
+    // ...and one on a terminal (script(1) gives it a pty), for save and
+    // restore alike.
+    let on_tty = |args: String| {
+        let cmd = format!("{} {args}", env!("CARGO_BIN_EXE_cairnctl"));
+        async move { run_program("script", &["-qec", &cmd, "/dev/null"], "").await }
+    };
+    let tty_file = root.path().join("tty.db");
+    let t = on_tty(format!(
+        "--endpoints {ep} snapshot save {}",
+        tty_file.display()
+    ))
+    .await;
+    assert!(
+        t.code == 0 && t.stdout.contains("downloading") && t.stdout.contains("Snapshot saved"),
+        "{t:?}"
+    );
+    let t = on_tty(format!(
+        "snapshot restore {f} --data-dir {}",
+        root.path().join("tty-restored").display()
+    ))
+    .await;
+    assert!(t.code == 0 && t.stdout.contains("restoring"), "{t:?}");
+    let r = cairnctl(&[
+        "snapshot",
+        "restore",
+        f,
+        "--data-dir",
+        root.path().join("piped-restored").to_str().expect("utf-8"),
+    ])
+    .await;
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""), "{r:?}");
     let mut bytes = std::fs::read(&file).expect("saved");
     let len = bytes.len();
     let table = cairnctl(&["snapshot", "status", f, "-w", "table"])
@@ -168,7 +219,7 @@ async fn output_formats_and_errors() {
             "+----------+----------+------------+------------+\n\
              | HASH     | REVISION | TOTAL KEYS | TOTAL SIZE |\n\
              +----------+----------+------------+------------+\n\
-             | {hash:<8} | 5        | 1          | {:<10} |\n\
+             | {hash:<8} | 6        | 1          | {:<10} |\n\
              +----------+----------+------------+------------+\n",
             format!("{len} B")
         )

@@ -165,3 +165,134 @@ pub async fn cairnctl(args: &[&str]) -> Run {
 pub async fn cairnctl_stdin(args: &[&str], stdin: &str) -> Run {
     run_program(env!("CARGO_BIN_EXE_cairnctl"), args, stdin).await
 }
+
+/// `m`'s etcd flags as an operator writes them: name, data dir, and its
+/// client and peer URLs, without the bootstrap flags.
+pub fn flags(m: &Member) -> Vec<String> {
+    let data_dir = m.data_dir.to_str().expect("utf-8").to_owned();
+    [
+        ("--name", m.name.clone()),
+        ("--data-dir", data_dir),
+        ("--listen-client-urls", m.client_url()),
+        ("--advertise-client-urls", m.client_url()),
+        ("--listen-peer-urls", m.peer_url()),
+        ("--initial-advertise-peer-urls", m.peer_url()),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_owned(), value])
+    .collect()
+}
+
+/// Starts a member from a command line, as `cairn FLAGS...` would
+/// (`flags(m)` followed by `extra`; a later flag overrides an earlier one).
+pub async fn start_with_flags(m: &Member, extra: &[String]) -> Node {
+    use clap::Parser;
+    let args = std::iter::once("cairn".to_owned())
+        .chain(flags(m))
+        .chain(extra.iter().cloned());
+    let config = Config::try_parse_from(args).expect("valid flags");
+    config.validate().expect("consistent flags");
+    Node::start(config).await.expect("member starts")
+}
+
+/// Waits until `check` answers `Ok`, for at most `within`; the panic names
+/// `what` and the last `Err`.
+pub async fn eventually<T>(
+    what: &str,
+    within: Duration,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(t) => return t,
+            Err(e) if Instant::now() > deadline => panic!("{what}: not within {within:?}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// cairnctl with `--endpoints` of `members` (comma separated) before `args`.
+pub async fn ctl_at(members: &[&Member], args: &[&str]) -> Run {
+    let eps = members
+        .iter()
+        .map(|m| m.client_url())
+        .collect::<Vec<_>>()
+        .join(",");
+    let all: Vec<&str> = ["--endpoints", eps.as_str()]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    cairnctl(&all).await
+}
+
+/// `endpoint status -w json` of `members` (or, with `--cluster`, of every
+/// member it lists), by client URL: (member id, leader id, raft index,
+/// applied index, learner).
+pub async fn status(members: &[&Member], cluster: bool) -> Result<Vec<Status>, String> {
+    let mut args = vec!["-w", "json", "endpoint", "status"];
+    if cluster {
+        args.push("--cluster");
+    }
+    let r = ctl_at(members, &args).await;
+    if r.code != 0 {
+        return Err(r.stderr);
+    }
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).map_err(|e| e.to_string())?;
+    let n = |s: &serde_json::Value, f: &str| s[f].as_u64().unwrap_or(0);
+    Ok(v.as_array()
+        .expect("an array")
+        .iter()
+        .map(|s| Status {
+            endpoint: s["Endpoint"].as_str().expect("endpoint").to_owned(),
+            id: n(&s["header"], "member_id"),
+            leader: n(s, "leader"),
+            raft_index: n(s, "raftIndex"),
+            applied_index: n(s, "raftAppliedIndex"),
+            is_learner: s["isLearner"].as_bool().expect("isLearner"),
+        })
+        .collect())
+}
+
+/// One row of `endpoint status`.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub endpoint: String,
+    pub id: u64,
+    pub leader: u64,
+    pub raft_index: u64,
+    pub applied_index: u64,
+    pub is_learner: bool,
+}
+
+/// `member list -w json`: (id, name, peer URLs, client URLs, learner).
+pub async fn member_list(members: &[&Member]) -> Vec<(u64, String, Vec<String>, bool)> {
+    let out = ctl_at(members, &["-w", "json", "member", "list"])
+        .await
+        .ok();
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let strings = |a: &serde_json::Value| -> Vec<String> {
+        a.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut list: Vec<_> = v["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            (
+                m["ID"].as_u64().expect("ID"),
+                m["name"].as_str().unwrap_or_default().to_owned(),
+                strings(&m["peerURLs"]),
+                m["isLearner"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    list.sort_by(|a, b| a.1.cmp(&b.1));
+    list
+}

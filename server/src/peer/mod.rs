@@ -16,6 +16,7 @@ mod service;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -365,6 +366,13 @@ pub(crate) struct Route {
     restarted: Restarted,
     election_timeout: Duration,
     timeout: Duration,
+    /// Set while this leader hands leadership over (MoveLeader): it then
+    /// proposes nothing new, so that the transferee can match its log and
+    /// the voters' leader lease can run out (etcd's raft drops proposals
+    /// during a transfer alike). Without it a steady writer keeps the
+    /// transferee behind and the voters' lease alive, and the transfer
+    /// times out.
+    transferring: Arc<AtomicBool>,
 }
 
 /// The term of this member's vote and its last log index when it started.
@@ -403,6 +411,7 @@ impl Route {
             restarted,
             election_timeout,
             timeout,
+            transferring: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -433,6 +442,19 @@ impl Route {
             .await
             .map_err(|_| LinearizableError::Behind)?;
         Ok(self.restarted.last_index)
+    }
+
+    /// Whether this leader is handing leadership over; see
+    /// [`Route::set_transferring`].
+    pub(crate) fn transferring(&self) -> bool {
+        self.transferring.load(Ordering::Acquire)
+    }
+
+    /// Marks the start (`true`) or the end of a leadership transfer:
+    /// meanwhile the proposer refuses new requests with "no leader", which
+    /// clients retry.
+    pub(crate) fn set_transferring(&self, on: bool) {
+        self.transferring.store(on, Ordering::Release);
     }
 
     /// Where the leader is, by this member's latest knowledge. As in etcd,
