@@ -53,5 +53,5 @@ pub use lease::Lease;
 pub use log_store::LogStore;
 pub use mvcc::Store;
 pub use state_machine::StateMachine;
-pub use storage::{open, Opened, Options};
+pub use storage::{open, Opened, Options, DEFAULT_CACHE_BYTES};
 pub use typ::{Member, NodeId, Raft, Request, Response, SnapshotFile, TypeConfig};

@@ -22,12 +22,16 @@ pub struct Options {
     pub cache_capacity: u64,
 }
 
+/// The default page cache bound: small, since the key index is in memory
+/// anyway and edge boxes have little to spare.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+
 impl Options {
-    /// Options for `dir` with a 256 MiB cache.
+    /// Options for `dir` with a [`DEFAULT_CACHE_BYTES`] cache.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Options {
             dir: dir.into(),
-            cache_capacity: 256 << 20,
+            cache_capacity: DEFAULT_CACHE_BYTES,
         }
     }
 }

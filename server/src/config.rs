@@ -242,6 +242,16 @@ pub struct Config {
     /// How many scheduled backups to keep: the newest N.
     #[arg(long, env = "ETCD_BACKUP_RETENTION", default_value_t = 24)]
     pub backup_retention: usize,
+
+    /// The storage's page cache bound, in bytes (Cairn's own flag; etcd
+    /// leaves its cache to the OS). Memory use tracks it; reads of values
+    /// outside it go to disk.
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_BACKEND_CACHE_BYTES",
+        default_value_t = cairn_raft_storage::DEFAULT_CACHE_BYTES
+    )]
+    pub experimental_backend_cache_bytes: u64,
 }
 
 /// `--initial-cluster-state`.
@@ -527,6 +537,7 @@ impl Config {
             backup_dir: None,
             backup_interval: Duration::from_secs(3600),
             backup_retention: 24,
+            experimental_backend_cache_bytes: cairn_raft_storage::DEFAULT_CACHE_BYTES,
         }
     }
 

@@ -152,7 +152,8 @@ impl Node {
         );
 
         let scratch = store_dir.join("snap");
-        let options = StorageOptions::new(store_dir);
+        let mut options = StorageOptions::new(store_dir);
+        options.cache_capacity = config.experimental_backend_cache_bytes;
         let Opened {
             log_store,
             state_machine,
