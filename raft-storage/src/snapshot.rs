@@ -96,16 +96,19 @@ pub(crate) fn build(store: &Store) -> Result<(Header, Vec<u8>)> {
     // scheduled later waits too, since it can only come from an apply that
     // needs `state`, which is held until the pause is in place.
     let _pause = s.comp.pause();
+    // Taken under `state`: it holds every record up to R. A defragment
+    // switching meanwhile leaves it whole until it is dropped.
+    let backend = s.engine.backend();
     drop(st);
-    let compact_done = s
-        .tree
+    let compact_done = backend
+        .mvcc
         .get(META_COMPACT_DONE)?
         .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
         .map_or(0, i64::from_be_bytes);
     let mut body = Vec::new();
     let mut entries = 0u64;
     let end = Revision::lower_bound(revision + 1);
-    for item in s.tree.range(vec![revision::PREFIX]..end) {
+    for item in backend.mvcc.range(vec![revision::PREFIX]..end) {
         let (k, v) = item?;
         put_chunk(&mut body, &k);
         put_chunk(&mut body, &v);
@@ -295,14 +298,15 @@ pub(crate) fn load(dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {
     }
 }
 
-/// Replaces the store's content with the snapshot's. The caller has saved
-/// the snapshot file as [`RECEIVED`] and set the [`INSTALLING`] marker.
-pub(crate) fn load_into(store: &Store, snap: &Decoded<'_>) -> Result<()> {
+/// Replaces the store's content with the snapshot's, in `tree` (the `mvcc`
+/// tree of the caller's write guard). The caller has saved the snapshot
+/// file as [`RECEIVED`] and set the [`INSTALLING`] marker.
+pub(crate) fn load_into(store: &Store, tree: &sled::Tree, snap: &Decoded<'_>) -> Result<()> {
     let s = &store.shared;
     // Readers wait for the whole install; they must not see a half state.
     let mut st = s.state.write();
     let gate = s.comp.gate.write();
-    s.tree.clear()?;
+    tree.clear()?;
     let mut batch = sled::Batch::default();
     let mut n = 0;
     for r in snap.records() {
@@ -310,7 +314,7 @@ pub(crate) fn load_into(store: &Store, snap: &Decoded<'_>) -> Result<()> {
         batch.insert(k, v);
         n += 1;
         if n % LOAD_BATCH == 0 {
-            s.tree.apply_batch(std::mem::take(&mut batch))?;
+            tree.apply_batch(std::mem::take(&mut batch))?;
         }
     }
     let h = &snap.header;
@@ -319,9 +323,9 @@ pub(crate) fn load_into(store: &Store, snap: &Decoded<'_>) -> Result<()> {
     batch.insert(META_REV, &h.revision.to_be_bytes());
     batch.insert(META_COMPACT, &h.compact.to_be_bytes());
     batch.insert(META_COMPACT_DONE, &h.compact_done.to_be_bytes());
-    s.tree.apply_batch(batch)?;
+    tree.apply_batch(batch)?;
     drop(gate);
-    store.reload(&mut st)?;
+    store.reload(&mut st, tree)?;
     drop(st);
     store.notify_replaced();
     Ok(())
