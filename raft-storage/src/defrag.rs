@@ -242,7 +242,7 @@ fn step(name: &'static str) {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::Cell;
+    use std::cell::{Cell, RefCell};
     use std::collections::BTreeMap;
     use std::path::Path;
     use std::sync::atomic::AtomicBool;
@@ -257,15 +257,24 @@ mod tests {
     use crate::storage::{open, Opened, Options};
     use crate::typ::{Request, TypeConfig};
 
+    /// What a test runs at a step, on the defragment's thread.
+    type Hook = Box<dyn FnMut(&'static str) + Send>;
+
     thread_local! {
         /// The step at which the defragment on this thread stops.
         static STOP_AFTER: Cell<Option<&'static str>> = const { Cell::new(None) };
+        static HOOK: RefCell<Option<Hook>> = const { RefCell::new(None) };
     }
 
     pub(super) fn maybe_stop(name: &'static str) {
         if STOP_AFTER.with(|s| s.get()) == Some(name) {
             panic!("test: stopped after {name}");
         }
+        HOOK.with(|h| {
+            if let Some(hook) = h.borrow_mut().as_mut() {
+                hook(name);
+            }
+        });
     }
 
     fn entry(term: u64, index: u64, req: Request) -> Entry<TypeConfig> {
@@ -576,6 +585,124 @@ mod tests {
             // And it defragments again.
             o.store.defragment().unwrap();
             assert_eq!(image(&o).await, before, "{stop}");
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// Runs a defragment of `o` on a thread of its own with `hook` at each
+    /// step.
+    fn defragment_with(o: &Opened, hook: Hook) -> Defragmented {
+        let store = o.store.clone();
+        std::thread::spawn(move || {
+            HOOK.with(|h| *h.borrow_mut() = Some(hook));
+            store.defragment().unwrap()
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// What the log, the vote and the store see change between the first
+    /// pass and the switch (a truncate below the copied end of the log and
+    /// its replacement, a purge, puts, a vote, a lease) is in the new
+    /// generation: it reads exactly as the old one did just before the
+    /// switch.
+    #[tokio::test]
+    async fn changes_during_the_copy_are_caught_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(&Options::new(dir.path())).unwrap();
+        let next = fill(&mut o).await;
+        let seen = Arc::new(parking_lot::Mutex::new(None));
+        let hook: Hook = {
+            let (mut log, store, seen) = (o.log_store.clone(), o.store.clone(), seen.clone());
+            let o2 = open_view(&o);
+            Box::new(move |step| match step {
+                COPIED => block_on(async {
+                    let at = next - 300;
+                    log.truncate(LogId::new(CommittedLeaderId::new(1, 1), at))
+                        .await
+                        .unwrap();
+                    let redo: Vec<_> = (at..next + 50)
+                        .map(|i| entry(5, i, put(format!("t{i}"), b"t".to_vec(), 0)))
+                        .collect();
+                    log.blocking_append(redo.clone()).await.unwrap();
+                    store.apply(redo[300..].to_vec()).unwrap();
+                    store
+                        .apply(vec![entry(
+                            5,
+                            next + 50,
+                            Request::LeaseGrant(LeaseGrantRequest { ttl: 9, id: 11 }),
+                        )])
+                        .unwrap();
+                    log.purge(LogId::new(CommittedLeaderId::new(1, 1), next - 600))
+                        .await
+                        .unwrap();
+                    log.save_vote(&Vote::new(5, 1)).await.unwrap();
+                }),
+                POINTED => *seen.lock() = Some(block_on(image(&o2))),
+                _ => {}
+            })
+        };
+        defragment_with(&o, hook);
+        let seen = seen.lock().take().unwrap();
+        assert_eq!(seen.log.first().unwrap().log_id.index, next - 599);
+        assert_eq!(seen.log.last().unwrap().log_id.index, next + 49);
+        assert_eq!(seen.log[seen.log.len() - 350].log_id.leader_id.term, 5);
+        assert_eq!(seen.vote, Some(Vote::new(5, 1)));
+        assert_eq!(image(&o).await, seen);
+        drop(o);
+        let o = open(&Options::new(dir.path())).unwrap();
+        assert_eq!(image(&o).await, seen);
+    }
+
+    /// A snapshot installed while the first pass copies is what the new
+    /// generation holds.
+    #[tokio::test]
+    async fn a_snapshot_installed_during_the_copy_is_kept() {
+        let src = tempfile::tempdir().unwrap();
+        let s = open(&Options::new(src.path())).unwrap();
+        s.store
+            .apply(
+                (1..=5)
+                    .map(|i| entry(9, 40_000 + i, put(format!("s{i}"), b"s".to_vec(), 0)))
+                    .collect(),
+            )
+            .unwrap();
+        let (_, bytes) = crate::snapshot::build(&s.store).unwrap();
+        let want = s.store.range(&all(0)).unwrap().kvs;
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(&Options::new(dir.path())).unwrap();
+        fill(&mut o).await;
+        let sm = o.state_machine.clone();
+        let seen = Arc::new(parking_lot::Mutex::new(None));
+        let hook: Hook = {
+            let (seen, o2) = (seen.clone(), open_view(&o));
+            Box::new(move |step| match step {
+                COPIED => sm.install_bytes(&bytes).unwrap(),
+                POINTED => *seen.lock() = Some(block_on(image(&o2))),
+                _ => {}
+            })
+        };
+        defragment_with(&o, hook);
+        let seen = seen.lock().take().unwrap();
+        assert_eq!(seen.kvs, want);
+        assert_eq!(seen.revisions, 5);
+        assert_eq!(image(&o).await, seen);
+    }
+
+    /// Another handle on the same opened store, for a hook.
+    fn open_view(o: &Opened) -> Opened {
+        Opened {
+            log_store: o.log_store.clone(),
+            state_machine: o.state_machine.clone(),
+            store: o.store.clone(),
         }
     }
 }
