@@ -150,7 +150,12 @@ fn copy_and_switch(store: &Store, new: Backend) -> Result<Switched> {
     // Step 2.
     let upto_r = Revision::lower_bound(r.saturating_add(1));
     let flush = Some(&new.db);
-    copy(&old.mvcc, &new.mvcc, vec![revision::PREFIX]..upto_r.clone(), flush)?;
+    copy(
+        &old.mvcc,
+        &new.mvcc,
+        vec![revision::PREFIX]..upto_r.clone(),
+        flush,
+    )?;
     if let Some(l) = l {
         copy(&old.log, &new.log, ..=l.to_be_bytes().to_vec(), flush)?;
     }
@@ -342,7 +347,11 @@ mod tests {
             kvs: s.range(&all(0)).unwrap().kvs,
             hash_kv: s.hash_kv(0).unwrap(),
             hash: s.hash().unwrap(),
-            leases: s.lease_ids().iter().map(|id| s.lease(*id).unwrap()).collect(),
+            leases: s
+                .lease_ids()
+                .iter()
+                .map(|id| s.lease(*id).unwrap())
+                .collect(),
             alarms: s.alarms(),
             applied: s.applied_state().0,
             log: log.try_get_log_entries(..).await.unwrap(),
@@ -386,8 +395,16 @@ mod tests {
         let mut i = 1;
         o.store
             .apply(vec![
-                entry(1, i, Request::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 7 })),
-                entry(1, i + 1, Request::LeaseGrant(LeaseGrantRequest { ttl: 5, id: 9 })),
+                entry(
+                    1,
+                    i,
+                    Request::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 7 }),
+                ),
+                entry(
+                    1,
+                    i + 1,
+                    Request::LeaseGrant(LeaseGrantRequest { ttl: 5, id: 9 }),
+                ),
             ])
             .unwrap();
         i += 2;
@@ -497,7 +514,7 @@ mod tests {
                 let mut revisions = BTreeMap::new();
                 let mut i = 1u64;
                 while !stop.load(Ordering::SeqCst) || i < 3000 {
-                    if i % 97 == 0 {
+                    if i.is_multiple_of(97) {
                         // A conflicting entry, truncated and replaced.
                         let bogus = entry(1, i, put("bogus".into(), b"x".to_vec(), 0));
                         log.blocking_append(vec![bogus]).await.unwrap();
@@ -512,7 +529,7 @@ mod tests {
                         panic!("{out:?}")
                     };
                     revisions.insert(i, p.header.as_ref().unwrap().revision);
-                    if i % 1000 == 0 {
+                    if i.is_multiple_of(1000) {
                         log.purge(LogId::new(CommittedLeaderId::new(2, 1), i - 500))
                             .await
                             .unwrap();
@@ -557,7 +574,11 @@ mod tests {
         assert_eq!(log.first().unwrap().log_id.index, first, "purged up to");
         assert_eq!(log.len() as u64, n - first + 1, "no gap, nothing extra");
         for e in &log {
-            assert_eq!(e.log_id.leader_id.term, 2, "{}: truncated entries gone", e.log_id.index);
+            assert_eq!(
+                e.log_id.leader_id.term, 2,
+                "{}: truncated entries gone",
+                e.log_id.index
+            );
         }
         let before = image(&o).await;
         drop(o);

@@ -1366,7 +1366,11 @@ fn compact_physical(engine: &Engine, comp: &Compaction, job: &Job) -> Result<boo
         let mut batch = sled::Batch::default();
         let mut last = None;
         let mut freed = 0;
-        for item in w.mvcc.range(from.clone()..end.clone()).take(COMPACTION_BATCH) {
+        for item in w
+            .mvcc
+            .range(from.clone()..end.clone())
+            .take(COMPACTION_BATCH)
+        {
             let (k, v) = item?;
             if let Some((rev, _)) = Revision::from_key(&k) {
                 if !job.keep.contains(&rev) {

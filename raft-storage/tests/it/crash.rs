@@ -406,7 +406,10 @@ async fn kill_during_defragment_loses_nothing() {
             let Request::Put(want) = big_put(i) else {
                 unreachable!()
             };
-            assert_eq!(r.kvs[0].value, want.value, "put {i} after {defrags} defragments");
+            assert_eq!(
+                r.kvs[0].value, want.value,
+                "put {i} after {defrags} defragments"
+            );
         }
         eprintln!("killed after {acked} acks, {defrags} defragments, in {gens:?}");
     }

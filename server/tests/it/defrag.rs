@@ -53,9 +53,13 @@ async fn defragment_under_writes_shrinks_the_file_and_keeps_everything() {
         fill.push(tokio::spawn(async move {
             for i in 0..1500u32 {
                 let n = i * 4 + w;
-                c.put(format!("big/{:03}", n % 100), vec![b'a' + (n % 26) as u8; 2048], None)
-                    .await
-                    .expect("fill");
+                c.put(
+                    format!("big/{:03}", n % 100),
+                    vec![b'a' + (n % 26) as u8; 2048],
+                    None,
+                )
+                .await
+                .expect("fill");
             }
         }));
     }
@@ -78,7 +82,10 @@ async fn defragment_under_writes_shrinks_the_file_and_keeps_everything() {
             let mut i = 0u32;
             while !stop.load(Ordering::SeqCst) || i < 200 {
                 let t = Instant::now();
-                let r = c.put(format!("w/{i:05}"), i.to_string(), None).await.expect("put");
+                let r = c
+                    .put(format!("w/{i:05}"), i.to_string(), None)
+                    .await
+                    .expect("put");
                 worst = worst.max(t.elapsed());
                 acked.push(r.header().expect("header").revision());
                 i += 1;
@@ -112,7 +119,10 @@ async fn defragment_under_writes_shrinks_the_file_and_keeps_everything() {
     let (now, all) = everything(&mut c).await;
     for (i, rev) in acked.iter().enumerate() {
         let (value, mod_rev, _) = &all[format!("w/{i:05}").as_bytes()];
-        assert_eq!((value.as_slice(), *mod_rev), (i.to_string().as_bytes(), *rev));
+        assert_eq!(
+            (value.as_slice(), *mod_rev),
+            (i.to_string().as_bytes(), *rev)
+        );
     }
     assert_eq!(all.len(), 100 + acked.len());
 
