@@ -15,6 +15,9 @@ for bin in etcd /opt/etcd-3.5/etcd /opt/etcd-3.5/etcdctl; do
   command -v "$bin" >/dev/null || { echo "$bin missing: run scripts/test.sh first" >&2; exit 1; }
 done
 nodes=${nodes:-1}
+# Ports, overridable so that runs of different scripts can share the box.
+client_port=${client_port:-23790}
+peer_port=${peer_port:-23800}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -25,8 +28,8 @@ host() { # member index -> its address
 start() { # name -> starts the members in the background
   local initial=() urls=() i
   for ((i = 0; i < nodes; i++)); do
-    initial+=("m$i=http://$(host "$i"):23800")
-    urls+=("http://$(host "$i"):23790")
+    initial+=("m$i=http://$(host "$i"):$peer_port")
+    urls+=("http://$(host "$i"):$client_port")
   done
   endpoints=$(IFS=,; echo "${urls[*]}")
   pids=()
@@ -34,8 +37,8 @@ start() { # name -> starts the members in the background
     rm -rf "$work/m$i"
     local h; h=$(host "$i")
     local flags=(--name "m$i" --data-dir "$work/m$i"
-      --listen-client-urls "http://$h:23790" --advertise-client-urls "http://$h:23790"
-      --listen-peer-urls "http://$h:23800" --initial-advertise-peer-urls "http://$h:23800"
+      --listen-client-urls "http://$h:$client_port" --advertise-client-urls "http://$h:$client_port"
+      --listen-peer-urls "http://$h:$peer_port" --initial-advertise-peer-urls "http://$h:$peer_port"
       --initial-cluster "$(IFS=,; echo "${initial[*]}")" --log-level error)
     local more; read -ra more <<<"${server_flags:-}"
     flags+=("${more[@]}")

@@ -389,10 +389,11 @@ impl Maintenance<'_> {
         self.alarm(request, Policy::Write).await
     }
 
-    /// Defragments the member's database. etcd gives freed space back to
-    /// the file system and stalls the member meanwhile: defragment one
-    /// member at a time, with [`Client::maintenance_at`]. Cairn does not
-    /// stall (and sled keeps its file size, reusing the space).
+    /// Defragments the member's database, giving freed space back to the
+    /// file system. etcd stalls the member meanwhile; Cairn blocks its
+    /// writes only for a final catch-up of a few milliseconds, but the copy
+    /// loads the member's disk. Defragment one member at a time, with
+    /// [`Client::maintenance_at`].
     ///
     /// # Errors
     ///

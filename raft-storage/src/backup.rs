@@ -352,7 +352,7 @@ pub fn restore(
     if !members.contains_key(&me) {
         return Err(bad("the restored member is not in the new cluster"));
     }
-    if dir.join("db").exists() {
+    if crate::engine::holds_database(dir) {
         return Err(bad(&format!("{} already holds a database", dir.display())));
     }
     let r = open_snapshot(p)?;

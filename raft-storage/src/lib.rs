@@ -35,6 +35,8 @@
 mod backup;
 mod changes;
 mod crash;
+mod defrag;
+mod engine;
 mod error;
 mod index;
 mod lease;
@@ -48,6 +50,7 @@ pub mod typ;
 
 pub use backup::{restore, verify, Backup, BackupInfo};
 pub use changes::{Changes, HistoryPage, Observer};
+pub use defrag::Defragmented;
 pub use error::{ApplyError, Error, Result};
 pub use lease::Lease;
 pub use log_store::LogStore;

@@ -26,6 +26,7 @@ use openraft::{
 };
 use parking_lot::Mutex;
 
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::typ::{Member, NodeId, TypeConfig};
 
@@ -42,7 +43,7 @@ struct Flusher {
 }
 
 impl Flusher {
-    fn start(db: sled::Db) -> Result<Flusher> {
+    fn start(engine: Arc<Engine>) -> Result<Flusher> {
         let (tx, rx) = mpsc::channel::<Callback>();
         let thread = std::thread::Builder::new()
             .name("cairn-log-flush".into())
@@ -53,8 +54,13 @@ impl Flusher {
                     // Durability: every entry of every append in `group` was
                     // written to sled before its callback was queued, so this
                     // one flush makes them all durable before any callback.
+                    // The generation is looked up after the group is taken:
+                    // an append queued after a defragment's switch wrote to
+                    // the new one. An append written to the old one before
+                    // the switch is in the new one too, flushed by the
+                    // switch itself, so flushing either is enough.
                     crate::crash::point(crate::crash::BEFORE_LOG_FLUSH);
-                    let res = db.flush().map(|_| ());
+                    let res = engine.backend().db.flush().map(|_| ());
                     tracing::trace!(appends = group.len(), "log flushed");
                     crate::crash::point(crate::crash::AFTER_LOG_FLUSH);
                     for cb in group {
@@ -86,16 +92,14 @@ impl Drop for Flusher {
 /// openraft's log store. Cloning gives a reader on the same log.
 #[derive(Clone)]
 pub struct LogStore {
-    db: sled::Db,
-    log: sled::Tree,
-    raft: sled::Tree,
+    engine: Arc<Engine>,
     flusher: Arc<Flusher>,
 }
 
 impl Debug for LogStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogStore")
-            .field("entries", &self.log.len())
+            .field("entries", &self.engine.backend().log.len())
             .finish()
     }
 }
@@ -125,17 +129,16 @@ fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
 }
 
 impl LogStore {
-    pub(crate) fn open(db: &sled::Db) -> Result<LogStore> {
+    pub(crate) fn open(engine: Arc<Engine>) -> Result<LogStore> {
         Ok(LogStore {
-            db: db.clone(),
-            log: db.open_tree("log")?,
-            raft: db.open_tree("raft")?,
-            flusher: Arc::new(Flusher::start(db.clone())?),
+            flusher: Arc::new(Flusher::start(engine.clone())?),
+            engine,
         })
     }
 
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
-        self.raft.get(key)?.map(|v| decode(&v)).transpose()
+        let b = self.engine.backend();
+        b.raft.get(key)?.map(|v| decode(&v)).transpose()
     }
 
     fn last_purged(&self) -> Result<Option<LogId<NodeId>>> {
@@ -153,7 +156,8 @@ impl LogStore {
     ///
     /// Storage errors.
     pub fn force_sole_member(&self, id: NodeId, member: Member) -> Result<()> {
-        let last = match self.log.last()? {
+        let w = self.engine.write();
+        let last = match w.log.last()? {
             Some((_, v)) => Some(*decode::<Entry<TypeConfig>>(&v)?.get_log_id()),
             None => self.last_purged()?,
         };
@@ -173,9 +177,9 @@ impl LogStore {
             log_id: LogId::new(CommittedLeaderId::new(term, id), index),
             payload: EntryPayload::Membership(membership),
         };
-        self.log.insert(index.to_be_bytes(), encode(&entry))?;
-        self.raft.insert(KEY_VOTE, encode(&Vote::new(term, id)))?;
-        self.db.flush()?;
+        w.log.insert(index.to_be_bytes(), encode(&entry))?;
+        w.raft.insert(KEY_VOTE, encode(&Vote::new(term, id)))?;
+        w.db.flush()?;
         Ok(())
     }
 
@@ -186,9 +190,10 @@ impl LogStore {
     ///
     /// Storage errors.
     pub(crate) fn set_vote(&self, vote: &Vote<NodeId>) -> Result<()> {
-        self.raft.insert(KEY_VOTE, encode(vote))?;
+        let w = self.engine.write();
+        w.raft.insert(KEY_VOTE, encode(vote))?;
         // Durability: the vote is on disk before the member first starts.
-        self.db.flush()?;
+        w.db.flush()?;
         Ok(())
     }
 
@@ -203,7 +208,9 @@ impl LogStore {
             Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes()),
             Bound::Unbounded => Bound::Unbounded,
         };
-        self.log
+        self.engine
+            .backend()
+            .log
             .range::<[u8; 8], _>((start, end))
             .map(|item| decode(&item?.1))
             .collect()
@@ -224,7 +231,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let last_purged_log_id = self.last_purged().map_err(read_err)?;
-        let last = match self.log.last().map_err(read_err)? {
+        let last = match self.engine.backend().log.last().map_err(read_err)? {
             Some((_, v)) => Some(
                 *decode::<Entry<TypeConfig>>(&v)
                     .map_err(read_err)?
@@ -244,9 +251,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         let err = |e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e);
-        self.raft.insert(KEY_VOTE, encode(vote)).map_err(err)?;
-        // Durability: a vote must be on disk before it is acted on.
-        self.db.flush_async().await.map_err(err)?;
+        let backend = {
+            let w = self.engine.write();
+            w.raft.insert(KEY_VOTE, encode(vote)).map_err(err)?;
+            w.backend()
+        };
+        // Durability: a vote must be on disk before it is acted on. If a
+        // defragment switched since, the new generation got the vote and
+        // was flushed before it became current.
+        backend.db.flush_async().await.map_err(err)?;
         Ok(())
     }
 
@@ -261,7 +274,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     ) -> Result<(), StorageError<NodeId>> {
         // Not flushed: a lost committed id only means re-learning it from
         // the leader (or re-applying on a single node, from the log).
-        self.raft
+        self.engine
+            .write()
+            .raft
             .insert(KEY_COMMITTED, encode(&committed))
             .map_err(write_err)?;
         Ok(())
@@ -287,7 +302,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for e in entries {
             batch.insert(&e.log_id.index.to_be_bytes(), encode(&e));
         }
-        self.log.apply_batch(batch).map_err(write_err)?;
+        self.engine
+            .write()
+            .log
+            .apply_batch(batch)
+            .map_err(write_err)?;
         // Durability: the callback runs only after the flusher's fsync.
         match self.flusher.tx.lock().as_ref() {
             Some(tx) => tx
@@ -298,24 +317,32 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let w = self.engine.write();
+        // A defragment under way copies the log again from here.
+        self.engine.truncating(log_id.index);
         let mut batch = sled::Batch::default();
-        for item in self.log.range(log_id.index.to_be_bytes()..) {
+        for item in w.log.range(log_id.index.to_be_bytes()..) {
             batch.remove(item.map_err(write_err)?.0);
         }
-        self.log.apply_batch(batch).map_err(write_err)
+        w.log.apply_batch(batch).map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         // Durability: the state machine (same database) is flushed first, so
         // no purged entry is ever the only record of an applied change.
-        self.db.flush_async().await.map_err(write_err)?;
-        self.raft
+        // (A defragment's switch flushes the new generation before it is
+        // current, so a switch since changes nothing.)
+        let backend = self.engine.backend();
+        backend.db.flush_async().await.map_err(write_err)?;
+        drop(backend);
+        let w = self.engine.write();
+        w.raft
             .insert(KEY_PURGED, encode(&log_id))
             .map_err(write_err)?;
         let mut batch = sled::Batch::default();
-        for item in self.log.range(..=log_id.index.to_be_bytes()) {
+        for item in w.log.range(..=log_id.index.to_be_bytes()) {
             batch.remove(item.map_err(write_err)?.0);
         }
-        self.log.apply_batch(batch).map_err(write_err)
+        w.log.apply_batch(batch).map_err(write_err)
     }
 }

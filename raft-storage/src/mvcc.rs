@@ -54,6 +54,8 @@ use parking_lot::{Mutex, RwLock};
 use prost::Message;
 
 use crate::changes::{Changes, HistoryPage, Observer};
+use crate::defrag::Defragmented;
+use crate::engine::Engine;
 use crate::error::{ApplyError, Error, Result};
 use crate::index::{Index, KeyRange};
 use crate::lease::{self, Lease, Leases};
@@ -160,8 +162,10 @@ impl Compaction {
 }
 
 pub(crate) struct Shared {
-    pub db: sled::Db,
-    pub tree: sled::Tree,
+    /// The database; its `mvcc` tree holds the records. Readers take its
+    /// current generation under `state` (see `engine`): every revision the
+    /// index names then is in that generation.
+    pub engine: Arc<Engine>,
     pub state: RwLock<State>,
     pub comp: Arc<Compaction>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
@@ -231,16 +235,15 @@ fn decode_kv(rev: Revision, bytes: &[u8]) -> Result<KeyValue> {
 }
 
 impl Store {
-    /// Opens the store on `tree`: reads the meta, rebuilds the index, and
-    /// resumes an unfinished physical compaction.
-    pub(crate) fn open(db: &sled::Db) -> Result<Store> {
-        let tree = db.open_tree("mvcc")?;
+    /// Opens the store on the engine's `mvcc` tree: reads the meta,
+    /// rebuilds the index, and resumes an unfinished physical compaction.
+    pub(crate) fn open(engine: Arc<Engine>) -> Result<Store> {
         let Loaded {
             state,
             done,
             resume,
             in_use,
-        } = load_state(&tree)?;
+        } = load_state(&engine.backend().mvcc)?;
         let (tx, _) = tokio::sync::watch::channel(done);
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
         let comp = Arc::new(Compaction {
@@ -251,15 +254,14 @@ impl Store {
             in_use: AtomicU64::new(in_use),
         });
         let handle = {
-            let (tree, comp) = (tree.clone(), comp.clone());
+            let (engine, comp) = (engine.clone(), comp.clone());
             std::thread::Builder::new()
                 .name("cairn-compactor".into())
-                .spawn(move || compactor(&tree, &comp, jobs_rx))
+                .spawn(move || compactor(&engine, &comp, jobs_rx))
                 .map_err(Error::Io)?
         };
         let shared = Arc::new(Shared {
-            db: db.clone(),
-            tree,
+            engine,
             state: RwLock::new(state),
             comp,
             jobs: Mutex::new(Some(jobs_tx)),
@@ -314,13 +316,18 @@ impl Store {
     /// How many change records (revisions) are on disk; O(records), for
     /// tests and diagnostics.
     pub fn stored_revisions(&self) -> usize {
-        self.shared.tree.scan_prefix([revision::PREFIX]).count()
+        self.shared
+            .engine
+            .backend()
+            .mvcc
+            .scan_prefix([revision::PREFIX])
+            .count()
     }
 
     /// The bytes the data dir's sled database takes on disk (0 if sled
     /// cannot tell).
     pub fn size_on_disk(&self) -> u64 {
-        self.shared.db.size_on_disk().unwrap_or(0)
+        self.shared.engine.backend().db.size_on_disk().unwrap_or(0)
     }
 
     /// The bytes the quota counts: every revision record on disk, keys and
@@ -330,17 +337,17 @@ impl Store {
         self.shared.comp.in_use.load(Ordering::SeqCst)
     }
 
-    /// etcd's Defragment, as far as sled 0.34 allows: waits out nothing
-    /// and blocks nobody; it flushes the database so that sled's segment
-    /// cleaner can rewrite the segments physical compaction emptied.
-    /// sled keeps the file's size and reuses the freed space (see
-    /// [`Store::size_in_use`]).
+    /// etcd's Defragment: copies the live content into a new database
+    /// generation and switches to it, giving the old file's space back to
+    /// the file system. Writes are blocked only while the records written
+    /// during the copy are copied too and the switch is made; reads are
+    /// never blocked. See `defrag` for the steps.
     ///
     /// # Errors
-    /// Storage errors.
-    pub fn defragment(&self) -> Result<()> {
-        self.shared.db.flush()?;
-        Ok(())
+    /// Storage and IO errors; the store then goes on with the database it
+    /// had.
+    pub fn defragment(&self) -> Result<Defragmented> {
+        crate::defrag::defragment(self)
     }
 
     /// The active alarms, as (member id, `AlarmType` as i32), ascending.
@@ -382,8 +389,9 @@ impl Store {
             Vec::new()
         };
         let _gate = self.shared.comp.gate.read();
+        let backend = self.shared.engine.backend();
         drop(st);
-        let tree = &self.shared.tree;
+        let tree = &backend.mvcc;
         let mut h = crc32fast::Hasher::new();
         let mut kept: Vec<Revision> = kept.into_iter().filter(|r| r.main < compact).collect();
         kept.sort();
@@ -413,7 +421,7 @@ impl Store {
         let _st = self.shared.state.read();
         let _gate = self.shared.comp.gate.read();
         let mut h = crc32fast::Hasher::new();
-        for item in self.shared.tree.iter() {
+        for item in self.shared.engine.backend().mvcc.iter() {
             let (k, v) = item?;
             h.update(&k);
             h.update(&v);
@@ -442,13 +450,14 @@ impl Store {
         let st = self.shared.state.read();
         let plan = plan_range(&st.index, req, st.current, st.compact)?;
         let _gate = self.shared.comp.gate.read();
+        let backend = self.shared.engine.backend();
         drop(st);
-        let tree = &self.shared.tree;
-        finish_range(req, plan, |rev| fetch(tree, rev))
+        finish_range(req, plan, |rev| fetch(&backend.mvcc, rev))
     }
 
     /// Applies committed entries in one atomic batch.
     pub(crate) fn apply(&self, entries: Vec<Entry<TypeConfig>>) -> Result<Vec<Response>> {
+        let w = self.shared.engine.write();
         let mut st = self.shared.state.write();
         let mut batch = sled::Batch::default();
         let mut written = Written::default();
@@ -468,7 +477,7 @@ impl Store {
                 EntryPayload::Normal(req) => {
                     let mut w = Writer {
                         st: &mut st,
-                        tree: &self.shared.tree,
+                        tree: &w.mvcc,
                         batch: &mut batch,
                         written: &mut written,
                         sub: 0,
@@ -491,7 +500,7 @@ impl Store {
         if st.compact != start_compact {
             batch.insert(META_COMPACT, &st.compact.to_be_bytes());
         }
-        self.shared.tree.apply_batch(batch)?;
+        w.mvcc.apply_batch(batch)?;
         self.shared
             .comp
             .in_use
@@ -502,6 +511,7 @@ impl Store {
             compact: st.compact,
         };
         drop(st);
+        drop(w);
         for job in jobs {
             self.schedule(job);
         }
@@ -558,6 +568,7 @@ impl Store {
         // Held through the scan: physical compaction deletes nothing at or
         // above the compact revision read above while it is held.
         let _gate = self.shared.comp.gate.read();
+        let backend = self.shared.engine.backend();
         drop(st);
         let mut page = HistoryPage {
             events: Vec::new(),
@@ -569,7 +580,7 @@ impl Store {
         }
         let (mut revisions, mut last) = (0, 0);
         let range = Revision::lower_bound(from)..Revision::lower_bound(to.saturating_add(1));
-        for item in self.shared.tree.range(range) {
+        for item in backend.mvcc.range(range) {
             let (k, v) = item?;
             let (rev, tombstone) = Revision::from_key(&k)
                 .ok_or_else(|| Error::Corruption(format!("bad revision key {k:?}")))?;
@@ -604,8 +615,9 @@ impl Store {
             return Ok(None);
         };
         let _gate = self.shared.comp.gate.read();
+        let backend = self.shared.engine.backend();
         drop(st);
-        fetch(&self.shared.tree, at).map(Some)
+        fetch(&backend.mvcc, at).map(Some)
     }
 
     /// The applied log id and membership, for openraft.
@@ -614,15 +626,15 @@ impl Store {
         (st.applied, st.membership.clone())
     }
 
-    /// Re-reads the state from the tree after a snapshot was loaded into
-    /// it. The caller holds the state write lock (`st`).
-    pub(crate) fn reload(&self, st: &mut State) -> Result<()> {
+    /// Re-reads the state from `tree` after a snapshot was loaded into
+    /// it. The caller holds the state write lock (`st`) and a write guard.
+    pub(crate) fn reload(&self, st: &mut State, tree: &sled::Tree) -> Result<()> {
         let Loaded {
             state,
             done,
             resume,
             in_use,
-        } = load_state(&self.shared.tree)?;
+        } = load_state(tree)?;
         *st = state;
         self.shared.comp.in_use.store(in_use, Ordering::SeqCst);
         self.shared.comp.compacted.send_replace(done);
@@ -1320,9 +1332,9 @@ fn compare_kv(c: &Compare, target: Option<CompareTarget>, kv: &KeyValue) -> bool
 
 /// The physical-compaction thread: runs jobs in order, one small batch at
 /// a time, and ends when the store is dropped.
-fn compactor(tree: &sled::Tree, comp: &Compaction, jobs: mpsc::Receiver<Job>) {
+fn compactor(engine: &Engine, comp: &Compaction, jobs: mpsc::Receiver<Job>) {
     while let Ok(job) = jobs.recv() {
-        match compact_physical(tree, comp, &job) {
+        match compact_physical(engine, comp, &job) {
             Ok(true) => {}
             // Stopped: the next open resumes, compact_done was not advanced.
             Ok(false) => return,
@@ -1334,23 +1346,31 @@ fn compactor(tree: &sled::Tree, comp: &Compaction, jobs: mpsc::Receiver<Job>) {
 }
 
 /// Deletes what `job` says, batch by batch. Returns false if stopped.
-fn compact_physical(tree: &sled::Tree, comp: &Compaction, job: &Job) -> Result<bool> {
+fn compact_physical(engine: &Engine, comp: &Compaction, job: &Job) -> Result<bool> {
     let end = Revision::lower_bound(job.rev + 1);
     let mut from = vec![revision::PREFIX];
     loop {
         if comp.stop.load(Ordering::Relaxed) {
             return Ok(false);
         }
+        // Each batch is a write (see `engine`): it goes to the generation
+        // current when it runs.
+        let w = engine.write();
         let gate = comp.gate.write();
         if comp.paused.load(Ordering::SeqCst) > 0 {
             drop(gate);
+            drop(w);
             std::thread::sleep(COMPACTION_PAUSE * 10);
             continue;
         }
         let mut batch = sled::Batch::default();
         let mut last = None;
         let mut freed = 0;
-        for item in tree.range(from.clone()..end.clone()).take(COMPACTION_BATCH) {
+        for item in w
+            .mvcc
+            .range(from.clone()..end.clone())
+            .take(COMPACTION_BATCH)
+        {
             let (k, v) = item?;
             if let Some((rev, _)) = Revision::from_key(&k) {
                 if !job.keep.contains(&rev) {
@@ -1361,16 +1381,29 @@ fn compact_physical(tree: &sled::Tree, comp: &Compaction, job: &Job) -> Result<b
             last = Some(k);
         }
         let Some(last) = last else { break };
-        tree.apply_batch(batch)?;
+        w.mvcc.apply_batch(batch)?;
         comp.in_use.fetch_sub(freed, Ordering::SeqCst);
         drop(gate);
+        drop(w);
         from = last.to_vec();
         from.push(0);
         std::thread::sleep(COMPACTION_PAUSE);
     }
-    tree.insert(META_COMPACT_DONE, &job.rev.to_be_bytes())?;
+    engine
+        .write()
+        .mvcc
+        .insert(META_COMPACT_DONE, &job.rev.to_be_bytes())?;
     comp.compacted.send_replace(job.rev);
     Ok(true)
+}
+
+#[cfg(test)]
+impl Store {
+    /// A store on `db` alone (no data dir, no defragment), for unit tests.
+    pub(crate) fn on(db: &sled::Db) -> Result<Store> {
+        let backend = crate::engine::Backend::new(db.clone(), "db".into())?;
+        Store::open(Arc::new(Engine::new(Default::default(), 0, backend)))
+    }
 }
 
 #[cfg(test)]
@@ -1442,7 +1475,7 @@ mod tests {
     fn observer_hears_every_change() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let store = Store::open(&db).unwrap();
+        let store = Store::on(&db).unwrap();
         let rec = Arc::new(Recorder::default());
         let weak: Weak<dyn Observer> = Arc::downgrade(&rec) as Weak<dyn Observer>;
         store.set_observer(weak);
@@ -1480,7 +1513,7 @@ mod tests {
     async fn history_replays_from_the_compact_revision() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let store = Store::open(&db).unwrap();
+        let store = Store::on(&db).unwrap();
         // Revisions: a@2, b@3, a@4, del a@5, c@6.
         store
             .apply(vec![
@@ -1563,7 +1596,7 @@ mod tests {
     fn leases_hold_keys_until_revoked() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let store = Store::open(&db).unwrap();
+        let store = Store::on(&db).unwrap();
         let rec = Arc::new(Recorder::default());
         store.set_observer(Arc::downgrade(&rec) as Weak<dyn Observer>);
         let out = store
@@ -1631,7 +1664,7 @@ mod tests {
     fn leases_survive_reopen_and_snapshot() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let store = Store::open(&db).unwrap();
+        let store = Store::on(&db).unwrap();
         store
             .apply(vec![
                 grant(1, 7, 60),
@@ -1664,14 +1697,15 @@ mod tests {
         let built = scratch.path().join("built");
         crate::snapshot::build(&store, &built).unwrap();
         drop(store);
-        let store = Store::open(&db).unwrap();
+        let store = Store::on(&db).unwrap();
         want(&store);
 
         let dir2 = tempfile::tempdir().unwrap();
         let db2 = sled::open(dir2.path()).unwrap();
-        let other = Store::open(&db2).unwrap();
+        let other = Store::on(&db2).unwrap();
         other.apply(vec![grant(1, 99, 5)]).unwrap();
-        crate::snapshot::load_into(&other, &built).unwrap();
+        let tree = other.shared.engine.backend().mvcc.clone();
+        crate::snapshot::load_into(&other, &tree, &built).unwrap();
         want(&other);
     }
 
@@ -1681,7 +1715,7 @@ mod tests {
     async fn physical_compaction_waits_for_a_pause() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let store = Store::open(&db).unwrap();
+        let store = Store::on(&db).unwrap();
         let puts = (1..=3000u64)
             .map(|i| {
                 let key = format!("k{}", i % 10).into_bytes();
@@ -1719,7 +1753,7 @@ mod tests {
     async fn hash_kv_ignores_physical_compaction_progress() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let store = Store::open(&db).unwrap();
+        let store = Store::on(&db).unwrap();
         store
             .apply((1..=300).map(|i| put(i, &format!("k{}", i % 7))).collect())
             .unwrap();
@@ -1759,14 +1793,14 @@ mod tests {
         };
         {
             let db = sled::open(dir.path()).unwrap();
-            let store = Store::open(&db).unwrap();
+            let store = Store::on(&db).unwrap();
             store
                 .apply(vec![put(1, "a"), entry(2, alarm(AlarmAction::Activate))])
                 .unwrap();
             assert_eq!(store.alarms(), vec![(7, AlarmType::Nospace as i32)]);
         }
         let db = sled::open(dir.path()).unwrap();
-        let store = Store::open(&db).unwrap();
+        let store = Store::on(&db).unwrap();
         assert_eq!(store.alarms(), vec![(7, AlarmType::Nospace as i32)]);
         let txn_put = Request::Txn(TxnRequest {
             success: vec![RequestOp {

@@ -192,14 +192,18 @@ pub(crate) fn build(store: &Store, to: &Path) -> Result<Header> {
     // scheduled later waits too, since it can only come from an apply that
     // needs `state`, which is held until the pause is in place.
     let _pause = s.comp.pause();
+    // Taken under `state`: it holds every record up to R. A defragment
+    // switching meanwhile leaves it whole until it is dropped.
+    let backend = s.engine.backend();
     drop(st);
-    let compact_done = s
-        .tree
+    let compact_done = backend
+        .mvcc
         .get(META_COMPACT_DONE)?
         .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
         .map_or(0, i64::from_be_bytes);
     let records = || {
-        s.tree
+        backend
+            .mvcc
             .range(vec![revision::PREFIX]..Revision::lower_bound(revision + 1))
     };
     let counted = records().keys().try_fold(0u64, |n, k| k.map(|_| n + 1))?;
@@ -364,20 +368,21 @@ pub(crate) fn read_header(dir: &Path, name: &str) -> Result<Option<Header>> {
 }
 
 /// Replaces the store's content with snapshot file `p`'s, which the caller
-/// has verified. The caller has set the [`INSTALLING`] marker.
-pub(crate) fn load_into(store: &Store, p: &Path) -> Result<()> {
+/// has verified, in `tree` (the `mvcc` tree of the caller's write guard).
+/// The caller has set the [`INSTALLING`] marker.
+pub(crate) fn load_into(store: &Store, tree: &sled::Tree, p: &Path) -> Result<()> {
     let s = &store.shared;
     // Readers wait for the whole install; they must not see a half state.
     let mut st = s.state.write();
     let gate = s.comp.gate.write();
-    s.tree.clear()?;
+    tree.clear()?;
     let mut batch = sled::Batch::default();
     let mut n = 0;
     let h = open_file(p)?.for_each(|k, v| {
         batch.insert(k, v);
         n += 1;
         if n % LOAD_BATCH == 0 {
-            s.tree.apply_batch(std::mem::take(&mut batch))?;
+            tree.apply_batch(std::mem::take(&mut batch))?;
         }
         Ok(())
     })?;
@@ -386,9 +391,9 @@ pub(crate) fn load_into(store: &Store, p: &Path) -> Result<()> {
     batch.insert(META_REV, &h.revision.to_be_bytes());
     batch.insert(META_COMPACT, &h.compact.to_be_bytes());
     batch.insert(META_COMPACT_DONE, &h.compact_done.to_be_bytes());
-    s.tree.apply_batch(batch)?;
+    tree.apply_batch(batch)?;
     drop(gate);
-    store.reload(&mut st)?;
+    store.reload(&mut st, tree)?;
     drop(st);
     store.notify_replaced();
     Ok(())

@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -22,7 +23,6 @@ use crate::typ::{NodeId, Response, SnapshotFile, TypeConfig};
 #[derive(Clone)]
 pub struct StateMachine {
     store: Store,
-    raft_tree: sled::Tree,
     dir: Arc<PathBuf>,
     /// The last log id of `snap/current`. Held while a build saves or an
     /// install runs, so the two take turns on the snapshot files.
@@ -62,12 +62,11 @@ impl StateMachine {
     }
 
     /// Opens the state machine of a data dir whose store is `store`.
-    pub(crate) fn new(store: Store, raft_tree: sled::Tree, dir: PathBuf) -> Result<Self, Error> {
+    pub(crate) fn new(store: Store, dir: PathBuf) -> Result<Self, Error> {
         let current =
             snapshot::read_header(&dir, snapshot::CURRENT)?.and_then(|h| h.meta.last_log_id);
         Ok(StateMachine {
             store,
-            raft_tree,
             dir: Arc::new(dir),
             current: Arc::new(Mutex::new(current)),
         })
@@ -80,17 +79,25 @@ impl StateMachine {
         let mut current = self.current.lock();
         let p = snapshot::path(&self.dir, name);
         let header = snapshot::verify(&p)?;
-        self.raft_tree.insert(INSTALLING, &[1u8])?;
+        // The whole install is one write: a defragment's switch waits for
+        // it, and learns from `installs` that the `mvcc` tree it copied
+        // meanwhile is gone.
+        let engine = &self.store.shared.engine;
+        let w = engine.write();
+        engine.installs.fetch_add(1, Ordering::SeqCst);
+        w.raft.insert(INSTALLING, &[1u8])?;
         // Durability: the marker is on disk before the old state goes.
-        self.raft_tree.flush()?;
-        snapshot::load_into(&self.store, &p)?;
+        w.db.flush()?;
+        snapshot::load_into(&self.store, &w.mvcc, &p)?;
         // Durability: the loaded state is on disk before the file says so.
-        self.raft_tree.flush()?;
+        w.db.flush()?;
         if name != snapshot::CURRENT {
             snapshot::rename(&self.dir, &p, snapshot::CURRENT)?;
         }
-        self.raft_tree.remove(INSTALLING)?;
-        self.raft_tree.flush()?;
+        w.raft.remove(INSTALLING)?;
+        w.db.flush()?;
+        engine.installs.fetch_add(1, Ordering::SeqCst);
+        drop(w);
         *current = header.meta.last_log_id;
         Ok(())
     }
@@ -107,7 +114,9 @@ impl StateMachine {
             // Durability: the state the snapshot describes is on disk
             // before the snapshot file is, so a restart never finds a
             // snapshot ahead of its store (openraft refuses that state).
-            self.raft_tree.flush()?;
+            // (A defragment's switch flushes the new generation before it
+            // is current.)
+            self.store.shared.engine.backend().db.flush()?;
             snapshot::rename(&self.dir, &tmp, snapshot::CURRENT)?;
             *current = header.meta.last_log_id;
             Ok((

@@ -1,8 +1,9 @@
 //! Opening a data dir: one sled database for the log and the state machine.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::sync::Arc;
 
+use crate::engine::{self, open_db, Backend, Engine};
 use crate::error::{Error, Result};
 use crate::log_store::LogStore;
 use crate::mvcc::Store;
@@ -46,19 +47,20 @@ pub struct Opened {
     pub store: Store,
 }
 
-fn db_path(dir: &Path) -> PathBuf {
-    dir.join("db")
-}
-
 /// Opens (or creates) the store in `opts.dir`.
+///
+/// The database is the generation `db-current` names (see `engine`); the
+/// other generations, left by a defragment that a crash cut short, are
+/// removed first.
 ///
 /// # Errors
 /// [`Error::Corruption`] when the directory holds a database this build
-/// did not write or cannot read; it is never overwritten. IO and sled
-/// errors otherwise.
+/// did not write or cannot read, or a pointer that names no database; it
+/// is never overwritten. IO and sled errors otherwise.
 pub fn open(opts: &Options) -> Result<Opened> {
     std::fs::create_dir_all(&opts.dir)?;
-    let path = db_path(&opts.dir);
+    let name = engine::open_current(&opts.dir)?;
+    let path = opts.dir.join(&name);
     let existed = path.exists();
     let db = open_db(&path, opts.cache_capacity)?;
     let raft = db.open_tree("raft")?;
@@ -89,9 +91,14 @@ pub fn open(opts: &Options) -> Result<Opened> {
         // below from the file the install left.
         db.open_tree("mvcc")?.clear()?;
     }
-    let log_store = LogStore::open(&db)?;
-    let store = Store::open(&db)?;
-    let state_machine = StateMachine::new(store.clone(), raft.clone(), opts.dir.clone())?;
+    let engine = Arc::new(Engine::new(
+        opts.dir.clone(),
+        opts.cache_capacity,
+        Backend::new(db, name)?,
+    ));
+    let log_store = LogStore::open(engine.clone())?;
+    let store = Store::open(engine)?;
+    let state_machine = StateMachine::new(store.clone(), opts.dir.clone())?;
     snapshot::clean_scratch(&opts.dir)?;
     if installing {
         // Before the rename the file is `installing`; after it, `current`
@@ -109,38 +116,6 @@ pub fn open(opts: &Options) -> Result<Opened> {
         state_machine,
         store,
     })
-}
-
-/// How long `open` waits for a database lock that a handle dropped a moment
-/// ago in this process may still hold: sled releases it from its own IO
-/// threads, shortly after the last handle goes.
-const LOCK_WAIT: Duration = Duration::from_secs(2);
-
-fn open_db(path: &Path, cache_capacity: u64) -> Result<sled::Db> {
-    let deadline = Instant::now() + LOCK_WAIT;
-    loop {
-        match sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_capacity)
-            .open()
-        {
-            Ok(db) => return Ok(db),
-            Err(sled::Error::Corruption { .. } | sled::Error::Unsupported(_)) => {
-                return Err(Error::Corruption(format!(
-                    "{}: not a readable sled database",
-                    path.display()
-                )))
-            }
-            // sled reports a held lock only as an IO error with this text.
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(other) => return Err(Error::Sled(other)),
-        }
-    }
 }
 
 /// Whether every tree of `db` is empty (a database created but never used).
@@ -188,7 +163,7 @@ mod tests {
         drop(open(&Options::new(b.path())).unwrap());
         {
             // open_db: it waits out the lock the handle dropped above still holds.
-            let db = open_db(&db_path(b.path()), 1 << 20).unwrap();
+            let db = open_db(&b.path().join("db"), 1 << 20).unwrap();
             let mvcc = db.open_tree("mvcc").unwrap();
             mvcc.clear().unwrap();
             let mut r = snapshot::open_file(&built).unwrap();

@@ -10,9 +10,12 @@
 //! CORRUPT alarm is active, every mutating request is refused.
 //!
 //! The quota counts the bytes of the MVCC records in use
-//! ([`Store::size_in_use`]), not sled's file size: sled 0.34 never gives
-//! freed space back to the file system, but reuses it, so what the records
-//! take is what bounds growth (etcd's `db_size_in_use`).
+//! ([`Store::size_in_use`]), not sled's file size as etcd counts bbolt's:
+//! sled's file is a multiple of the data that depends on its write pattern
+//! (and holds the Raft log too), so a quota on it would trip at a fraction
+//! of the data meant. Compaction lowers the bytes in use at once;
+//! defragment gives the file's free space back but is not needed to get
+//! under the quota.
 
 use cairn_proto::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest, AlarmType};
 use cairn_raft_storage::{ApplyError, NodeId, Request as Proposal, Response as Applied, Store};

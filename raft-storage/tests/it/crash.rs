@@ -67,6 +67,17 @@ fn put(i: u64, keys: u64) -> Request {
     })
 }
 
+/// Put i of the defrag stage: k(i % 200), a 4 KiB value naming i.
+fn big_put(i: u64) -> Request {
+    let mut value = format!("v{i}-").into_bytes();
+    value.resize(4096, b'x');
+    Request::Put(PutRequest {
+        key: format!("k{:05}", i % 200).into_bytes(),
+        value,
+        ..Default::default()
+    })
+}
+
 /// Prints one acknowledgement line, at once.
 fn say(line: String) {
     let mut out = std::io::stdout().lock();
@@ -85,7 +96,7 @@ async fn victim() {
         workload(args[0], &args[1..], u64::MAX).await;
         return;
     }
-    for stage in ["append", "apply", "compact"] {
+    for stage in ["append", "apply", "compact", "defrag"] {
         let dir = tempfile::tempdir().unwrap();
         workload(stage, &[dir.path().to_str().unwrap()], 20).await;
         assert!(open_dir(dir.path()).store.revision() >= 1);
@@ -143,6 +154,31 @@ async fn workload(stage: &str, dirs: &[&str], limit: u64) {
                 say(format!("ack {n}"));
             }
         }
+        // As apply, with 4 KiB values, while another thread defragments
+        // over and over ("defragged n" after each).
+        "defrag" => {
+            let store = o.store.clone();
+            let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let defrags = {
+                let done = done.clone();
+                std::thread::spawn(move || {
+                    let mut n = 0;
+                    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                        store.defragment().expect("defragment");
+                        n += 1;
+                        say(format!("defragged {n}"));
+                    }
+                })
+            };
+            for i in 1..=limit {
+                let e = entry(i, big_put(i));
+                o.log_store.blocking_append(vec![e.clone()]).await.unwrap();
+                o.state_machine.apply(vec![e]).await.unwrap();
+                say(format!("ack {i}"));
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            defrags.join().unwrap();
+        }
         // Build snapshots of `dir` and install them into `dir2`, forever.
         "snapshot" => {
             let mut dst = open(&Options::new(dirs[1])).expect("open dst");
@@ -154,8 +190,11 @@ async fn workload(stage: &str, dirs: &[&str], limit: u64) {
                     .build_snapshot()
                     .await
                     .unwrap();
+                // The transport's part: the bytes, into the receiver's file.
                 let mut data = dst.state_machine.begin_receiving_snapshot().await.unwrap();
-                *data = *snap.snapshot;
+                let mut sent = snap.snapshot;
+                tokio::io::copy(&mut sent, &mut data).await.unwrap();
+                tokio::io::AsyncWriteExt::flush(&mut data).await.unwrap();
                 dst.state_machine
                     .install_snapshot(&snap.meta, data)
                     .await
@@ -314,9 +353,14 @@ async fn kill_during_snapshot_install_leaves_a_whole_state() {
     }
     for installs in [1u32, 2, 4] {
         let dst = tempfile::tempdir().unwrap();
-        run_and_kill(&[src.path(), dst.path()], "snapshot", |l| {
+        let lines = run_and_kill(&[src.path(), dst.path()], "snapshot", |l| {
             l == format!("installed {installs}")
         });
+        assert_eq!(
+            lines.last(),
+            Some(&format!("installed {installs}")),
+            "the victim died before its installs"
+        );
         let mut o = open_dir(dst.path());
         // Whatever instant the kill hit, the store is the snapshot's whole
         // state: every revision, every key.
@@ -332,5 +376,49 @@ async fn kill_during_snapshot_install_leaves_a_whole_state() {
         assert_eq!(all.count, 700);
         let (applied, _) = o.state_machine.applied_state().await.unwrap();
         assert_eq!(applied.map(|l| l.index), Some(2000));
+    }
+}
+
+/// Killed while a defragment copies, catches up or switches (the kills
+/// land at different points of its loop): the store reopens on one whole
+/// generation with every acknowledged write at its revision.
+#[tokio::test]
+async fn kill_during_defragment_loses_nothing() {
+    for kill_after in [150u64, 400, 900, 1500] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut defrags = 0;
+        let lines = run_and_kill(&[dir.path()], "defrag", |l| {
+            if l.starts_with("defragged") {
+                defrags += 1;
+            }
+            l == format!("ack {kill_after}")
+        });
+        let acked = last_ack(&lines);
+        let o = reopen_and_catch_up(dir.path()).await;
+        let gens: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("db") && n != "db-current")
+            .collect();
+        assert_eq!(gens.len(), 1, "one generation left: {gens:?}");
+        assert!(o.store.revision() > acked as i64);
+        for i in 1..=acked {
+            let r = o
+                .store
+                .range(&cairn_proto::etcdserverpb::RangeRequest {
+                    key: format!("k{:05}", i % 200).into_bytes(),
+                    revision: i as i64 + 1,
+                    ..Default::default()
+                })
+                .unwrap();
+            let Request::Put(want) = big_put(i) else {
+                unreachable!()
+            };
+            assert_eq!(
+                r.kvs[0].value, want.value,
+                "put {i} after {defrags} defragments"
+            );
+        }
+        eprintln!("killed after {acked} acks, {defrags} defragments, in {gens:?}");
     }
 }

@@ -5,6 +5,7 @@
 mod cluster;
 mod concurrency;
 mod crash;
+mod defrag;
 mod differential;
 mod etcdctl;
 mod kv;

@@ -1,0 +1,747 @@
+//! Defragment: give the database's free space back to the file system.
+//!
+//! sled 0.34 reuses the space that deletes free but never shrinks its
+//! file. Defragment therefore copies the live content into a new database
+//! generation (see `engine`) and switches every holder to it.
+//!
+//! # Steps
+//! 1. Take the defragment lock (one at a time) and pause physical
+//!    compaction. Note the install counter, the current revision R (under
+//!    `state`), and the last log index L.
+//! 2. While writes go on, copy the revision records up to R (they never
+//!    change while compaction is paused; only an install could replace
+//!    them) and the log entries up to L; flush the new generation.
+//! 3. Block writes ([`Engine::block_writes`]). Copy what may have changed:
+//!    the revision records above R, the meta, lease and alarm records, the
+//!    `raft` tree, and the log from L + 1 (from the lowest index a truncate
+//!    removed, if lower); remove from the copy the entries purge removed
+//!    since. If a snapshot install ran meanwhile, copy the whole `mvcc`
+//!    tree again instead. Flush the new generation.
+//! 4. Point `db-current` at it (temporary file, fsync, rename, directory
+//!    fsync), switch the engine to it, and unblock writes. Readers that
+//!    took the old generation finish on it.
+//! 5. Delete the old generation once its last handle is gone; if a reader
+//!    keeps it longer than [`REAP_WAIT`], a later defragment or the next
+//!    open deletes it.
+//!
+//! # Crash safety
+//! Until the rename in step 4 is durable, `db-current` names the old
+//! generation, which writes kept going to, and `open` deletes the new one.
+//! After it, it names the new one, which holds everything acknowledged
+//! before the switch (flushed in step 3) and everything after.
+//!
+//! # What blocks
+//! Writes (apply, log append, truncate and purge, votes, snapshot install,
+//! physical compaction) wait during steps 3 and 4 only: in-flight writes
+//! drain, then the copy of what the first pass could not take, one flush of
+//! it, and two fsyncs. Reads never wait.
+
+use std::ops::RangeBounds;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::engine::{self, open_db, Backend, Engine, Retired};
+use crate::error::Result;
+use crate::mvcc::Store;
+use crate::revision::{self, Revision};
+
+/// Records per batch written to the new generation.
+const COPY_BATCH: usize = 1024;
+/// Bytes per batch written to the new generation.
+const COPY_BATCH_BYTES: usize = 4 << 20;
+/// How long a defragment waits for the old generation's last reader
+/// before it leaves the deletion to later.
+pub(crate) const REAP_WAIT: Duration = Duration::from_secs(2);
+
+/// After step 2's copy and flush.
+pub(crate) const COPIED: &str = "raft-storage::defrag-copied";
+/// After step 3, with the new generation complete and flushed, before the
+/// pointer is written.
+pub(crate) const CAUGHT_UP: &str = "raft-storage::defrag-caught-up";
+/// After the pointer names the new generation, before the switch in
+/// memory.
+pub(crate) const POINTED: &str = "raft-storage::defrag-pointed";
+
+/// What a defragment did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Defragmented {
+    /// sled's size on disk before, in bytes.
+    pub size_before: u64,
+    /// sled's size on disk after (the new generation), in bytes.
+    pub size_after: u64,
+    /// How long writes were blocked (steps 3 and 4).
+    pub writes_blocked: Duration,
+    /// How long the whole defragment took.
+    pub took: Duration,
+}
+
+/// Runs a defragment of `store`'s data dir (see the module docs).
+pub(crate) fn defragment(store: &Store) -> Result<Defragmented> {
+    let started = Instant::now();
+    let engine = &store.shared.engine;
+    let mut retired = engine.defrag.lock();
+    engine.reap(&mut retired, Duration::ZERO);
+    let name = engine.next_generation()?;
+    let new = Backend::new(
+        open_db(&engine.dir.join(&name), engine.cache_capacity)?,
+        name.clone(),
+    )?;
+    let switched = match copy_and_switch(store, new) {
+        Ok(s) => s,
+        Err(e) => {
+            // The pointer never named it: nothing refers to it. (sled may
+            // need a moment to let go of the files; the next open removes
+            // what is left.)
+            if let Err(rm) = std::fs::remove_dir_all(engine.dir.join(&name)) {
+                tracing::warn!(generation = %name, error = %rm, "cannot remove an unfinished database copy");
+            }
+            return Err(e);
+        }
+    };
+    let size_before = switched.old.db.size_on_disk().unwrap_or(0);
+    if let Err(e) = switched.synced {
+        // The new generation is in use, and may or may not be the one the
+        // pointer names on disk: keep the old one, so a restart finds
+        // whichever it names.
+        tracing::error!(error = %e, generation = %switched.old.name, "defragment: the directory fsync after the switch failed; keeping the old database");
+        return Err(e);
+    }
+    retired.push(Retired {
+        backend: Arc::downgrade(&switched.old),
+        name: switched.old.name.clone(),
+    });
+    drop(switched.old);
+    engine.reap(&mut retired, REAP_WAIT);
+    Ok(Defragmented {
+        size_before,
+        size_after: store.size_on_disk(),
+        writes_blocked: switched.writes_blocked,
+        took: started.elapsed(),
+    })
+}
+
+/// What steps 1 to 4 leave.
+struct Switched {
+    /// The generation switched away from.
+    old: Arc<Backend>,
+    writes_blocked: Duration,
+    /// The directory fsync after the pointer's rename.
+    synced: Result<()>,
+}
+
+/// Steps 1 to 4. An error means the old generation is still in use, on
+/// disk and in memory.
+fn copy_and_switch(store: &Store, new: Backend) -> Result<Switched> {
+    let engine: &Engine = &store.shared.engine;
+    let comp = &store.shared.comp;
+
+    // Step 1.
+    let _pause = comp.pause();
+    engine.truncated_from.store(u64::MAX, Ordering::SeqCst);
+    let installs = engine.installs.load(Ordering::SeqCst);
+    let (old, r) = {
+        let st = store.shared.state.read();
+        (engine.backend(), st.current)
+    };
+    let l = last_log_index(&old.log)?;
+
+    // Step 2.
+    let upto_r = Revision::lower_bound(r.saturating_add(1));
+    let flush = Some(&new.db);
+    copy(
+        &old.mvcc,
+        &new.mvcc,
+        vec![revision::PREFIX]..upto_r.clone(),
+        flush,
+    )?;
+    if let Some(l) = l {
+        copy(&old.log, &new.log, ..=l.to_be_bytes().to_vec(), flush)?;
+    }
+    new.db.flush()?;
+    step(COPIED);
+
+    // Step 3.
+    let blocked_at = Instant::now();
+    let writes = engine.block_writes();
+    if engine.installs.load(Ordering::SeqCst) != installs {
+        new.mvcc.clear()?;
+        copy(&old.mvcc, &new.mvcc, .., None)?;
+    } else {
+        copy(&old.mvcc, &new.mvcc, ..vec![revision::PREFIX], None)?;
+        copy(&old.mvcc, &new.mvcc, upto_r.., None)?;
+    }
+    copy(&old.raft, &new.raft, .., None)?;
+    let redo_from = l
+        .map_or(0, |l| l + 1)
+        .min(engine.truncated_from.load(Ordering::SeqCst));
+    let redo_key = redo_from.to_be_bytes().to_vec();
+    remove(&new.log, redo_key.clone()..)?;
+    copy(&old.log, &new.log, redo_key.., None)?;
+    match old.log.first()? {
+        Some((first, _)) => remove(&new.log, ..first.to_vec())?,
+        None => new.log.clear()?,
+    }
+    new.db.flush()?;
+    step(CAUGHT_UP);
+
+    // Step 4. Once the rename is made, the new generation is the one to
+    // use, whatever else fails.
+    engine::write_pointer(&engine.dir, &new.name)?;
+    let synced = engine::sync_dir(&engine.dir);
+    step(POINTED);
+    let was = engine.switch(new);
+    debug_assert!(Arc::ptr_eq(&old, &was));
+    drop(was);
+    drop(writes);
+    Ok(Switched {
+        old,
+        writes_blocked: blocked_at.elapsed(),
+        synced,
+    })
+}
+
+fn last_log_index(log: &sled::Tree) -> Result<Option<u64>> {
+    Ok(log.last()?.and_then(|(k, _)| {
+        let b: [u8; 8] = k.as_ref().try_into().ok()?;
+        Some(u64::from_be_bytes(b))
+    }))
+}
+
+/// Copies `range` of `from` into `to`, in batches, flushing `flush` after
+/// each one if given: sled then reuses the space of the pages each batch
+/// rewrote, and the new file ends up smaller (about 80 MB instead of 100
+/// to 140 MB for 53 MB of records, measured).
+fn copy<R: RangeBounds<Vec<u8>>>(
+    from: &sled::Tree,
+    to: &sled::Tree,
+    range: R,
+    flush: Option<&sled::Db>,
+) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    let (mut n, mut bytes) = (0, 0);
+    for item in from.range(range) {
+        let (k, v) = item?;
+        bytes += k.len() + v.len();
+        n += 1;
+        batch.insert(k, v);
+        if n == COPY_BATCH || bytes >= COPY_BATCH_BYTES {
+            to.apply_batch(std::mem::take(&mut batch))?;
+            if let Some(db) = flush {
+                db.flush()?;
+            }
+            (n, bytes) = (0, 0);
+        }
+    }
+    to.apply_batch(batch)?;
+    Ok(())
+}
+
+/// Removes `range` from `tree`.
+fn remove<R: RangeBounds<Vec<u8>>>(tree: &sled::Tree, range: R) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    for item in tree.range(range) {
+        batch.remove(item?.0);
+    }
+    tree.apply_batch(batch)?;
+    Ok(())
+}
+
+/// A step boundary: a crash point (feature `failpoints`), and in unit
+/// tests a place to stop as a crash would, with no cleanup (a panic,
+/// which the test catches).
+fn step(name: &'static str) {
+    crate::crash::point(name);
+    #[cfg(test)]
+    tests::maybe_stop(name);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::sync::atomic::AtomicBool;
+
+    use cairn_proto::etcdserverpb::{
+        CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, PutRequest, RangeRequest,
+    };
+    use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+
+    use super::*;
+    use crate::storage::{open, Opened, Options};
+    use crate::typ::{Request, TypeConfig};
+
+    /// What a test runs at a step, on the defragment's thread.
+    type Hook = Box<dyn FnMut(&'static str) + Send>;
+
+    thread_local! {
+        /// The step at which the defragment on this thread stops.
+        static STOP_AFTER: Cell<Option<&'static str>> = const { Cell::new(None) };
+        static HOOK: RefCell<Option<Hook>> = const { RefCell::new(None) };
+    }
+
+    pub(super) fn maybe_stop(name: &'static str) {
+        if STOP_AFTER.with(|s| s.get()) == Some(name) {
+            panic!("test: stopped after {name}");
+        }
+        HOOK.with(|h| {
+            if let Some(hook) = h.borrow_mut().as_mut() {
+                hook(name);
+            }
+        });
+    }
+
+    fn entry(term: u64, index: u64, req: Request) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Normal(req),
+        }
+    }
+
+    fn put(key: String, value: Vec<u8>, lease: i64) -> Request {
+        Request::Put(PutRequest {
+            key: key.into_bytes(),
+            value,
+            lease,
+            ..Default::default()
+        })
+    }
+
+    fn all(revision: i64) -> RangeRequest {
+        RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            revision,
+            ..Default::default()
+        }
+    }
+
+    /// Everything a store and its log hold, to compare before and after.
+    #[derive(Debug, PartialEq)]
+    struct Image {
+        revision: i64,
+        compact: i64,
+        kvs: Vec<cairn_proto::mvccpb::KeyValue>,
+        hash_kv: (u32, i64, i64),
+        hash: u32,
+        leases: Vec<crate::Lease>,
+        alarms: Vec<(u64, i32)>,
+        applied: Option<LogId<u64>>,
+        log: Vec<Entry<TypeConfig>>,
+        log_state: (Option<LogId<u64>>, Option<LogId<u64>>),
+        vote: Option<Vote<u64>>,
+        committed: Option<LogId<u64>>,
+        revisions: usize,
+    }
+
+    async fn image(o: &Opened) -> Image {
+        let s = &o.store;
+        let mut log = o.log_store.clone();
+        let state = log.get_log_state().await.unwrap();
+        Image {
+            revision: s.revision(),
+            compact: s.compact_revision(),
+            kvs: s.range(&all(0)).unwrap().kvs,
+            hash_kv: s.hash_kv(0).unwrap(),
+            hash: s.hash().unwrap(),
+            leases: s
+                .lease_ids()
+                .iter()
+                .map(|id| s.lease(*id).unwrap())
+                .collect(),
+            alarms: s.alarms(),
+            applied: s.applied_state().0,
+            log: log.try_get_log_entries(..).await.unwrap(),
+            log_state: (state.last_purged_log_id, state.last_log_id),
+            vote: log.read_vote().await.unwrap(),
+            committed: log.read_committed().await.unwrap(),
+            revisions: s.stored_revisions(),
+        }
+    }
+
+    /// Blocks the files of `dir` take on disk, in bytes.
+    fn du(dir: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let mut total = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            total += if m.is_dir() {
+                du(&e.path())
+            } else {
+                m.blocks() * 512
+            };
+        }
+        total
+    }
+
+    fn generations(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("db"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// 20,000 puts of 1 KiB over 500 keys (in the log too, most of it
+    /// purged), leases, a delete, a vote, then a physical compaction:
+    /// a big file with little in use. Returns the next log index.
+    async fn fill(o: &mut Opened) -> u64 {
+        let mut i = 1;
+        o.store
+            .apply(vec![
+                entry(
+                    1,
+                    i,
+                    Request::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 7 }),
+                ),
+                entry(
+                    1,
+                    i + 1,
+                    Request::LeaseGrant(LeaseGrantRequest { ttl: 5, id: 9 }),
+                ),
+            ])
+            .unwrap();
+        i += 2;
+        for chunk in 0..200u64 {
+            let entries: Vec<_> = (0..100u64)
+                .map(|j| {
+                    let n = chunk * 100 + j;
+                    let lease = if n % 50 == 0 { 7 } else { 0 };
+                    let value = vec![b'a' + (n % 26) as u8; 1024];
+                    entry(1, i + j, put(format!("k{:03}", n % 500), value, lease))
+                })
+                .collect();
+            i += 100;
+            o.log_store.blocking_append(entries.clone()).await.unwrap();
+            o.store.apply(entries).unwrap();
+        }
+        o.store
+            .apply(vec![entry(
+                1,
+                i,
+                Request::DeleteRange(DeleteRangeRequest {
+                    key: b"k4".to_vec(),
+                    range_end: b"k5".to_vec(),
+                    ..Default::default()
+                }),
+            )])
+            .unwrap();
+        i += 1;
+        let rev = o.store.revision() - 10;
+        o.store
+            .apply(vec![entry(
+                1,
+                i,
+                Request::Compaction(CompactionRequest {
+                    revision: rev,
+                    physical: true,
+                }),
+            )])
+            .unwrap();
+        i += 1;
+        o.store.wait_compacted(rev).await;
+        o.log_store.save_vote(&Vote::new(3, 1)).await.unwrap();
+        o.log_store
+            .save_committed(Some(LogId::new(CommittedLeaderId::new(1, 1), i - 1)))
+            .await
+            .unwrap();
+        o.log_store
+            .purge(LogId::new(CommittedLeaderId::new(1, 1), i - 1000))
+            .await
+            .unwrap();
+        i
+    }
+
+    /// The file shrinks, on sled's count and on the file system's, and
+    /// everything reads back the same: keys, revisions, leases, hashes,
+    /// the log, the vote; and again after a reopen.
+    #[tokio::test]
+    async fn defragment_shrinks_the_file_and_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(&Options::new(dir.path())).unwrap();
+        fill(&mut o).await;
+        let before = image(&o).await;
+        assert_eq!(before.leases.len(), 2);
+        assert!(before.kvs.len() > 300 && before.log.len() < 1000);
+        let (sled_before, du_before) = (o.store.size_on_disk(), du(dir.path()));
+
+        let d = o.store.defragment().unwrap();
+        let (sled_after, du_after) = (o.store.size_on_disk(), du(dir.path()));
+        eprintln!("sled {sled_before} -> {sled_after}, on disk {du_before} -> {du_after}, {d:?}");
+        assert_eq!((d.size_before, d.size_after), (sled_before, sled_after));
+        assert!(
+            sled_after * 3 < sled_before,
+            "sled's size: {sled_before} -> {sled_after}"
+        );
+        assert!(
+            du_after * 3 < du_before,
+            "on disk: {du_before} -> {du_after}"
+        );
+        assert_eq!(generations(dir.path()), ["db-current", "db.1"]);
+        assert_eq!(image(&o).await, before);
+
+        // Writes go to the new generation, and a second defragment works.
+        o.store
+            .apply(vec![entry(2, 30_000, put("new".into(), b"v".to_vec(), 9))])
+            .unwrap();
+        let after_write = image(&o).await;
+        o.store.defragment().unwrap();
+        assert_eq!(generations(dir.path()), ["db-current", "db.2"]);
+        assert_eq!(image(&o).await, after_write);
+
+        drop(o);
+        let o = open(&Options::new(dir.path())).unwrap();
+        assert_eq!(image(&o).await, after_write);
+    }
+
+    /// A writer applies and appends, and now and then truncates and
+    /// purges the log, through three defragments: no write is lost or
+    /// reordered, and the log is exactly what was written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn defragment_under_writes_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = open(&Options::new(dir.path())).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (store, mut log, stop) = (o.store.clone(), o.log_store.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut revisions = BTreeMap::new();
+                let mut i = 1u64;
+                while !stop.load(Ordering::SeqCst) || i < 3000 {
+                    if i.is_multiple_of(97) {
+                        // A conflicting entry, truncated and replaced.
+                        let bogus = entry(1, i, put("bogus".into(), b"x".to_vec(), 0));
+                        log.blocking_append(vec![bogus]).await.unwrap();
+                        log.truncate(LogId::new(CommittedLeaderId::new(1, 1), i))
+                            .await
+                            .unwrap();
+                    }
+                    let e = entry(2, i, put(format!("k{}", i % 100), i.to_string().into(), 0));
+                    log.blocking_append(vec![e.clone()]).await.unwrap();
+                    let out = store.apply(vec![e]).unwrap();
+                    let crate::Response::Put(p) = &out[0] else {
+                        panic!("{out:?}")
+                    };
+                    revisions.insert(i, p.header.as_ref().unwrap().revision);
+                    if i.is_multiple_of(1000) {
+                        log.purge(LogId::new(CommittedLeaderId::new(2, 1), i - 500))
+                            .await
+                            .unwrap();
+                    }
+                    i += 1;
+                }
+                revisions
+            })
+        };
+        let mut blocked = Vec::new();
+        for _ in 0..3 {
+            let store = o.store.clone();
+            let d = tokio::task::spawn_blocking(move || store.defragment())
+                .await
+                .unwrap()
+                .unwrap();
+            blocked.push(d.writes_blocked);
+        }
+        stop.store(true, Ordering::SeqCst);
+        let revisions = writer.await.unwrap();
+        assert_eq!(generations(dir.path()), ["db-current", "db.3"]);
+        let check = |o: &Opened| {
+            let n = revisions.len() as u64;
+            assert_eq!(o.store.revision(), n as i64 + 1);
+            for (i, rev) in &revisions {
+                assert_eq!(*rev, *i as i64 + 1, "put {i}: revisions in order");
+                let r = o
+                    .store
+                    .range(&RangeRequest {
+                        key: format!("k{}", i % 100).into_bytes(),
+                        revision: *rev,
+                        ..Default::default()
+                    })
+                    .unwrap();
+                assert_eq!(r.kvs[0].value, i.to_string().into_bytes(), "put {i}");
+            }
+        };
+        check(&o);
+        let n = revisions.len() as u64;
+        let log = o.log_store.clone().try_get_log_entries(..).await.unwrap();
+        let first = (n / 1000) * 1000 - 500 + 1;
+        assert_eq!(log.first().unwrap().log_id.index, first, "purged up to");
+        assert_eq!(log.len() as u64, n - first + 1, "no gap, nothing extra");
+        for e in &log {
+            assert_eq!(
+                e.log_id.leader_id.term, 2,
+                "{}: truncated entries gone",
+                e.log_id.index
+            );
+        }
+        let before = image(&o).await;
+        drop(o);
+        let o = open(&Options::new(dir.path())).unwrap();
+        check(&o);
+        assert_eq!(image(&o).await, before);
+        eprintln!("writes blocked: {blocked:?}");
+    }
+
+    /// A defragment cut short at each step (as a crash would: no cleanup)
+    /// reopens to one whole generation holding everything: the old one
+    /// before the pointer names the new one, the new one after.
+    #[tokio::test]
+    async fn a_defragment_cut_short_at_any_step_reopens_whole() {
+        for (stop, want) in [(COPIED, "db"), (CAUGHT_UP, "db"), (POINTED, "db.1")] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut o = open(&Options::new(dir.path())).unwrap();
+            fill(&mut o).await;
+            let before = image(&o).await;
+            let store = o.store.clone();
+            let cut = std::thread::spawn(move || {
+                STOP_AFTER.with(|s| s.set(Some(stop)));
+                store.defragment()
+            })
+            .join();
+            assert!(cut.is_err(), "{stop}: stopped");
+            assert!(generations(dir.path()).len() >= 2, "{stop}: left behind");
+            drop(o);
+
+            let o = open(&Options::new(dir.path())).unwrap();
+            let mut left = vec![want.to_owned()];
+            if want != "db" {
+                left.insert(0, "db-current".into());
+            }
+            assert_eq!(generations(dir.path()), left, "{stop}");
+            assert_eq!(image(&o).await, before, "{stop}");
+            // And it defragments again.
+            o.store.defragment().unwrap();
+            assert_eq!(image(&o).await, before, "{stop}");
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// Runs a defragment of `o` on a thread of its own with `hook` at each
+    /// step.
+    fn defragment_with(o: &Opened, hook: Hook) -> Defragmented {
+        let store = o.store.clone();
+        std::thread::spawn(move || {
+            HOOK.with(|h| *h.borrow_mut() = Some(hook));
+            store.defragment().unwrap()
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// What the log, the vote and the store see change between the first
+    /// pass and the switch (a truncate below the copied end of the log and
+    /// its replacement, a purge, puts, a vote, a lease) is in the new
+    /// generation: it reads exactly as the old one did just before the
+    /// switch.
+    #[tokio::test]
+    async fn changes_during_the_copy_are_caught_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(&Options::new(dir.path())).unwrap();
+        let next = fill(&mut o).await;
+        let seen = Arc::new(parking_lot::Mutex::new(None));
+        let hook: Hook = {
+            let (mut log, store, seen) = (o.log_store.clone(), o.store.clone(), seen.clone());
+            let o2 = open_view(&o);
+            Box::new(move |step| match step {
+                COPIED => block_on(async {
+                    let at = next - 300;
+                    log.truncate(LogId::new(CommittedLeaderId::new(1, 1), at))
+                        .await
+                        .unwrap();
+                    let redo: Vec<_> = (at..next + 50)
+                        .map(|i| entry(5, i, put(format!("t{i}"), b"t".to_vec(), 0)))
+                        .collect();
+                    log.blocking_append(redo.clone()).await.unwrap();
+                    store.apply(redo[300..].to_vec()).unwrap();
+                    store
+                        .apply(vec![entry(
+                            5,
+                            next + 50,
+                            Request::LeaseGrant(LeaseGrantRequest { ttl: 9, id: 11 }),
+                        )])
+                        .unwrap();
+                    log.purge(LogId::new(CommittedLeaderId::new(1, 1), next - 600))
+                        .await
+                        .unwrap();
+                    log.save_vote(&Vote::new(5, 1)).await.unwrap();
+                }),
+                POINTED => *seen.lock() = Some(block_on(image(&o2))),
+                _ => {}
+            })
+        };
+        defragment_with(&o, hook);
+        let seen = seen.lock().take().unwrap();
+        assert_eq!(seen.log.first().unwrap().log_id.index, next - 599);
+        assert_eq!(seen.log.last().unwrap().log_id.index, next + 49);
+        assert_eq!(seen.log[seen.log.len() - 350].log_id.leader_id.term, 5);
+        assert_eq!(seen.vote, Some(Vote::new(5, 1)));
+        assert_eq!(image(&o).await, seen);
+        drop(o);
+        let o = open(&Options::new(dir.path())).unwrap();
+        assert_eq!(image(&o).await, seen);
+    }
+
+    /// A snapshot installed while the first pass copies is what the new
+    /// generation holds.
+    #[tokio::test]
+    async fn a_snapshot_installed_during_the_copy_is_kept() {
+        let src = tempfile::tempdir().unwrap();
+        let s = open(&Options::new(src.path())).unwrap();
+        s.store
+            .apply(
+                (1..=5)
+                    .map(|i| entry(9, 40_000 + i, put(format!("s{i}"), b"s".to_vec(), 0)))
+                    .collect(),
+            )
+            .unwrap();
+        let built = src.path().join("built");
+        crate::snapshot::build(&s.store, &built).unwrap();
+        let want = s.store.range(&all(0)).unwrap().kvs;
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(&Options::new(dir.path())).unwrap();
+        fill(&mut o).await;
+        let sm = o.state_machine.clone();
+        let received = crate::snapshot::path(dir.path(), crate::snapshot::RECEIVED);
+        std::fs::create_dir_all(received.parent().unwrap()).unwrap();
+        let seen = Arc::new(parking_lot::Mutex::new(None));
+        let hook: Hook = {
+            let (seen, o2) = (seen.clone(), open_view(&o));
+            Box::new(move |step| match step {
+                COPIED => {
+                    std::fs::copy(&built, &received).unwrap();
+                    sm.install_file(crate::snapshot::RECEIVED).unwrap();
+                }
+                POINTED => *seen.lock() = Some(block_on(image(&o2))),
+                _ => {}
+            })
+        };
+        defragment_with(&o, hook);
+        let seen = seen.lock().take().unwrap();
+        assert_eq!(seen.kvs, want);
+        assert_eq!(seen.revisions, 5);
+        assert_eq!(image(&o).await, seen);
+    }
+
+    /// Another handle on the same opened store, for a hook.
+    fn open_view(o: &Opened) -> Opened {
+        Opened {
+            log_store: o.log_store.clone(),
+            state_machine: o.state_machine.clone(),
+            store: o.store.clone(),
+        }
+    }
+}
