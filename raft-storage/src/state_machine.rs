@@ -304,6 +304,36 @@ mod tests {
     use super::*;
     use crate::storage::{open, Options};
 
+    /// A call with more than APPLY_CHUNK_BYTES of requests is applied in
+    /// parts, and answers every entry in order as one call would.
+    #[tokio::test]
+    async fn a_long_apply_call_is_applied_in_parts() {
+        use cairn_proto::etcdserverpb::PutRequest;
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(&Options::new(dir.path())).unwrap();
+        let entries: Vec<_> = (1..=100u64)
+            .map(|i| Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+                payload: EntryPayload::Normal(crate::typ::Request::Put(PutRequest {
+                    key: format!("k{i:03}").into_bytes(),
+                    value: vec![b'v'; 4096],
+                    ..Default::default()
+                })),
+            })
+            .collect();
+        let responses = o.state_machine.apply(entries).await.unwrap();
+        let revisions: Vec<i64> = responses
+            .iter()
+            .map(|r| match r {
+                Response::Put(p) => p.header.as_ref().unwrap().revision,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(revisions, (2..=101).collect::<Vec<_>>());
+        assert_eq!(o.store.revision(), 101);
+        assert_eq!(o.store.applied_index(), Some(100));
+    }
+
     /// An install that finished while a build was copying makes the build's
     /// snapshot the older one: it must not replace `snap/current`.
     #[test]
