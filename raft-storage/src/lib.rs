@@ -23,8 +23,8 @@
 //! - This crate knows nothing of tonic or the network; it sees only the
 //!   etcd message types of `cairn-proto` (built without its gRPC feature).
 //! - An append is acknowledged only after the log is flushed.
-//! - Each apply call is one atomic sled batch that includes the applied
-//!   log id.
+//! - Each `Store::apply` is one atomic sled batch that includes the
+//!   applied log id (the state machine splits a long call into such parts).
 //! - The revision rises by exactly 1 per txn that changes anything.
 //! - Apply is deterministic and never reads the clock.
 //! - The observer hears of a revision only after reads can see it.
