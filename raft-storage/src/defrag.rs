@@ -5,20 +5,23 @@
 //! generation (see `engine`) and switches every holder to it.
 //!
 //! # Steps
-//! 1. Take the defragment lock (one at a time) and pause physical
-//!    compaction. Note the install counter, the current revision R (under
-//!    `state`), and the last log index L.
+//! 1. Take the defragment lock (one at a time) and `Shared::copies`
+//!    exclusively (no snapshot build or install runs meanwhile), and pause
+//!    physical compaction. With writes blocked for a moment, reset the
+//!    truncate mark and note the current revision R and the last log
+//!    index L.
 //! 2. While writes go on, copy the revision records up to R (they never
-//!    change while compaction is paused; only an install could replace
-//!    them) and the log entries up to L; flush the new generation.
+//!    change while compaction is paused and no install runs) and the log
+//!    entries up to L; flush the new generation after each batch.
 //! 3. Block writes ([`Engine::block_writes`]). Copy what may have changed:
 //!    the revision records above R, the meta, lease and alarm records, the
 //!    `raft` tree, and the log from L + 1 (from the lowest index a truncate
 //!    removed, if lower); remove from the copy the entries purge removed
-//!    since. If a snapshot install ran meanwhile, copy the whole `mvcc`
-//!    tree again instead. Flush the new generation.
-//! 4. Point `db-current` at it (temporary file, fsync, rename, directory
-//!    fsync), switch the engine to it, and unblock writes. Readers that
+//!    since. Flush the new generation.
+//! 4. Sync the new generation's directory, point `db-current` at it
+//!    (temporary file, fsync, rename, directory fsync; if that last fsync
+//!    fails, point back at the old one), switch the engine to it, and
+//!    unblock writes. Readers that
 //!    took the old generation finish on it.
 //! 5. Delete the old generation once its last handle is gone; if a reader
 //!    keeps it longer than [`REAP_WAIT`], a later defragment or the next
@@ -31,8 +34,8 @@
 //! before the switch (flushed in step 3) and everything after.
 //!
 //! # What blocks
-//! Writes (apply, log append, truncate and purge, votes, snapshot install,
-//! physical compaction) wait during steps 3 and 4 only: in-flight writes
+//! Writes (apply, log append, truncate and purge, votes, physical
+//! compaction) wait during steps 3 and 4 only (and a moment in step 1): in-flight writes
 //! drain, then the copy of what the first pass could not take, one flush of
 //! it, and two fsyncs. Reads never wait.
 
@@ -82,6 +85,9 @@ pub(crate) fn defragment(store: &Store) -> Result<Defragmented> {
     let started = Instant::now();
     let engine = &store.shared.engine;
     let mut retired = engine.defrag.lock();
+    // No snapshot build or install runs meanwhile: an install would hold
+    // writes for its whole length, and step 3 waits for writes.
+    let _copy = store.shared.copies.write();
     engine.reap(&mut retired, Duration::ZERO);
     let name = engine.next_generation()?;
     let new = Backend::new(
@@ -101,13 +107,6 @@ pub(crate) fn defragment(store: &Store) -> Result<Defragmented> {
         }
     };
     let size_before = switched.old.db.size_on_disk().unwrap_or(0);
-    if let Err(e) = switched.synced {
-        // The new generation is in use, and may or may not be the one the
-        // pointer names on disk: keep the old one, so a restart finds
-        // whichever it names.
-        tracing::error!(error = %e, generation = %switched.old.name, "defragment: the directory fsync after the switch failed; keeping the old database");
-        return Err(e);
-    }
     retired.push(Retired {
         backend: Arc::downgrade(&switched.old),
         name: switched.old.name.clone(),
@@ -127,8 +126,6 @@ struct Switched {
     /// The generation switched away from.
     old: Arc<Backend>,
     writes_blocked: Duration,
-    /// The directory fsync after the pointer's rename.
-    synced: Result<()>,
 }
 
 /// Steps 1 to 4. An error means the old generation is still in use, on
@@ -137,15 +134,17 @@ fn copy_and_switch(store: &Store, new: Backend) -> Result<Switched> {
     let engine: &Engine = &store.shared.engine;
     let comp = &store.shared.comp;
 
-    // Step 1.
+    // Step 1, with writes blocked for a moment: a truncate that began
+    // before the mark is reset would otherwise go unnoticed.
     let _pause = comp.pause();
-    engine.truncated_from.store(u64::MAX, Ordering::SeqCst);
-    let installs = engine.installs.load(Ordering::SeqCst);
-    let (old, r) = {
+    let (old, r, l) = {
+        let _writes = engine.block_writes();
+        engine.truncated_from.store(u64::MAX, Ordering::SeqCst);
         let st = store.shared.state.read();
-        (engine.backend(), st.current)
+        let old = engine.backend();
+        let l = last_log_index(&old.log)?;
+        (old, st.current, l)
     };
-    let l = last_log_index(&old.log)?;
 
     // Step 2.
     let upto_r = Revision::lower_bound(r.saturating_add(1));
@@ -165,13 +164,8 @@ fn copy_and_switch(store: &Store, new: Backend) -> Result<Switched> {
     // Step 3.
     let blocked_at = Instant::now();
     let writes = engine.block_writes();
-    if engine.installs.load(Ordering::SeqCst) != installs {
-        new.mvcc.clear()?;
-        copy(&old.mvcc, &new.mvcc, .., None)?;
-    } else {
-        copy(&old.mvcc, &new.mvcc, ..vec![revision::PREFIX], None)?;
-        copy(&old.mvcc, &new.mvcc, upto_r.., None)?;
-    }
+    copy(&old.mvcc, &new.mvcc, ..vec![revision::PREFIX], None)?;
+    copy(&old.mvcc, &new.mvcc, upto_r.., None)?;
     copy(&old.raft, &new.raft, .., None)?;
     let redo_from = l
         .map_or(0, |l| l + 1)
@@ -186,10 +180,24 @@ fn copy_and_switch(store: &Store, new: Backend) -> Result<Switched> {
     new.db.flush()?;
     step(CAUGHT_UP);
 
-    // Step 4. Once the rename is made, the new generation is the one to
-    // use, whatever else fails.
+    // Step 4. The new generation's files are durable before the pointer
+    // names it (sled never syncs its directory), and the pointer is
+    // durable before the new generation takes writes.
+    engine::sync_dir(&engine.dir.join(&new.name))?;
     engine::write_pointer(&engine.dir, &new.name)?;
-    let synced = engine::sync_dir(&engine.dir);
+    if let Err(e) = engine::sync_dir(&engine.dir) {
+        // The rename may or may not be on disk. Name the old generation
+        // again, durably, and go on with it; if even that fails, no one
+        // can tell which generation a restart would open, and writes
+        // made now could be lost: stop.
+        let back = engine::write_pointer(&engine.dir, &old.name)
+            .and_then(|()| engine::sync_dir(&engine.dir));
+        if let Err(back) = back {
+            tracing::error!(error = %e, again = %back, "defragment: cannot make either generation durably current");
+            std::process::abort();
+        }
+        return Err(e);
+    }
     step(POINTED);
     let was = engine.switch(new);
     debug_assert!(Arc::ptr_eq(&old, &was));
@@ -198,7 +206,6 @@ fn copy_and_switch(store: &Store, new: Backend) -> Result<Switched> {
     Ok(Switched {
         old,
         writes_blocked: blocked_at.elapsed(),
-        synced,
     })
 }
 
@@ -694,10 +701,10 @@ mod tests {
         assert_eq!(image(&o).await, seen);
     }
 
-    /// A snapshot installed while the first pass copies is what the new
-    /// generation holds.
+    /// A snapshot install asked for while a defragment copies waits for
+    /// it, then replaces the new generation's content.
     #[tokio::test]
-    async fn a_snapshot_installed_during_the_copy_is_kept() {
+    async fn an_install_waits_for_a_defragment() {
         let src = tempfile::tempdir().unwrap();
         let s = open(&Options::new(src.path())).unwrap();
         s.store
@@ -714,26 +721,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut o = open(&Options::new(dir.path())).unwrap();
         fill(&mut o).await;
+        let before = image(&o).await;
         let sm = o.state_machine.clone();
         let received = crate::snapshot::path(dir.path(), crate::snapshot::RECEIVED);
         std::fs::create_dir_all(received.parent().unwrap()).unwrap();
+        let install = Arc::new(parking_lot::Mutex::new(None));
         let seen = Arc::new(parking_lot::Mutex::new(None));
         let hook: Hook = {
-            let (seen, o2) = (seen.clone(), open_view(&o));
+            let (install, seen, o2) = (install.clone(), seen.clone(), open_view(&o));
             Box::new(move |step| match step {
                 COPIED => {
                     std::fs::copy(&built, &received).unwrap();
-                    sm.install_file(crate::snapshot::RECEIVED).unwrap();
+                    let sm = sm.clone();
+                    *install.lock() = Some(std::thread::spawn(move || {
+                        sm.install_file(crate::snapshot::RECEIVED).unwrap();
+                    }));
+                    std::thread::sleep(Duration::from_millis(200));
                 }
                 POINTED => *seen.lock() = Some(block_on(image(&o2))),
                 _ => {}
             })
         };
         defragment_with(&o, hook);
-        let seen = seen.lock().take().unwrap();
-        assert_eq!(seen.kvs, want);
-        assert_eq!(seen.revisions, 5);
-        assert_eq!(image(&o).await, seen);
+        // The install had not run when the new generation was named.
+        assert_eq!(seen.lock().take().unwrap(), before);
+        let install = install.lock().take().unwrap();
+        install.join().unwrap();
+        let after = image(&o).await;
+        assert_eq!(after.kvs, want);
+        assert_eq!(after.revisions, 5);
     }
 
     /// Another handle on the same opened store, for a hook.

@@ -28,7 +28,8 @@
 //!   which takes it exclusively, sees no write half done.
 //!
 //! # Lock order
-//! `writes` before the MVCC store's `state` and `gate`. `current` is held
+//! The defragment mutex, then the MVCC store's `copies`, then `writes`,
+//! then the store's `state` and `gate`. `current` is held
 //! only for an `Arc` clone or the swap, never while taking another lock.
 
 use std::fs;
@@ -89,9 +90,6 @@ pub(crate) struct Engine {
     /// Shared by every write; exclusive for a defragment's final copy and
     /// switch.
     writes: RwLock<()>,
-    /// Raised at the start and at the end of every snapshot install, so a
-    /// defragment can tell that the `mvcc` tree it copied was replaced.
-    pub(crate) installs: AtomicU64,
     /// The lowest log index a truncate removed since the defragment under
     /// way began (`u64::MAX`: none): the copy redoes the log from there.
     pub(crate) truncated_from: AtomicU64,
@@ -135,7 +133,6 @@ impl Engine {
             cache_capacity,
             current: RwLock::new(Arc::new(backend)),
             writes: RwLock::new(()),
-            installs: AtomicU64::new(0),
             truncated_from: AtomicU64::new(u64::MAX),
             defrag: Mutex::new(Vec::new()),
         }
@@ -280,12 +277,12 @@ pub(crate) fn open_current(dir: &Path) -> Result<String> {
 }
 
 /// Makes `name` the generation in use on disk: the pointer is written to a
-/// temporary file, synced, renamed over the old one, and the directory
-/// synced.
+/// temporary file, synced, and renamed over the old one. The caller syncs
+/// the directory.
 ///
 /// # Errors
-/// IO errors. After an error the pointer names either generation; the
-/// caller must assume the new one (see `defrag`).
+/// IO errors; the rename is the last step, so after an error the pointer
+/// still names the old generation. Only [`sync_dir`] makes it durable.
 pub(crate) fn write_pointer(dir: &Path, name: &str) -> Result<()> {
     let tmp = dir.join(POINTER_TMP);
     let mut f = fs::File::create(&tmp)?;
@@ -296,9 +293,9 @@ pub(crate) fn write_pointer(dir: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Syncs `dir`, making a rename in it durable.
+/// Syncs `dir`, making the names in it (a rename, new files) durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    // Durability: the pointer's rename is on disk.
+    // Durability: the directory's entries are on disk.
     fs::File::open(dir)?.sync_all()?;
     Ok(())
 }

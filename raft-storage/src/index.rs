@@ -32,7 +32,8 @@
 //! Most keys have one generation, and a compacted one keeps one revision,
 //! so both lists hold their first element inline (no allocation), and a
 //! key is a boxed slice: about 160 bytes a key in all, against 350 with
-//! plain `Vec`s (the `memory_per_key` test measures it).
+//! plain `Vec`s (measured: 1M keys of 18 bytes, one revision each, took
+//! 152 MiB, against 335 MiB).
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
@@ -313,31 +314,6 @@ mod tests {
         ki.compact(3, &mut HashSet::new());
         assert!(!ki.gens[0].revs.spilled());
         assert_eq!(ki.at(3), Some(r(3)));
-    }
-
-    /// A measurement, run by hand: `cargo test -p cairn-raft-storage --lib
-    /// memory_per_key -- --ignored --nocapture`. 1M keys of 18 bytes, one
-    /// revision each: 335 MiB with plain `Vec`s, 152 MiB (160 bytes a key) now.
-    #[test]
-    #[ignore = "a measurement, not a check"]
-    fn memory_per_key() {
-        fn rss_kib() -> u64 {
-            let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-            let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-            pages * 4
-        }
-        let before = rss_kib();
-        let mut ix = Index::default();
-        for i in 0..1_000_000i64 {
-            let k = format!("b/{:016x}", i * 7919 % 1_000_003);
-            ix.entry(k.as_bytes()).put(Revision::new(i + 2, 0));
-        }
-        let bytes = (rss_kib() - before) * 1024;
-        println!(
-            "1M keys: {} MiB, {} bytes a key",
-            bytes >> 20,
-            bytes / 1_000_000
-        );
     }
 
     /// The worked example of the module docs.

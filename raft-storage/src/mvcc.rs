@@ -166,6 +166,11 @@ pub(crate) struct Shared {
     /// current generation under `state` (see `engine`): every revision the
     /// index names then is in that generation.
     pub engine: Arc<Engine>,
+    /// Whole-store copies take turns: snapshot builds hold it shared while
+    /// they read the `mvcc` tree; an install (which clears and reloads the
+    /// tree) and a defragment (which copies and switches it) hold it
+    /// exclusively. Taken before `engine`'s `writes` and `state`.
+    pub copies: RwLock<()>,
     pub state: RwLock<State>,
     pub comp: Arc<Compaction>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
@@ -262,6 +267,7 @@ impl Store {
         };
         let shared = Arc::new(Shared {
             engine,
+            copies: RwLock::new(()),
             state: RwLock::new(state),
             comp,
             jobs: Mutex::new(Some(jobs_tx)),

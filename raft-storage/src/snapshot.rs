@@ -14,8 +14,10 @@
 //! # Building while writes continue
 //! Changes at or below the current revision never change, except by
 //! physical compaction. The builder notes the applied log id and the
-//! current revision R under the state lock, then holds the compaction gate
-//! (shared) while it copies every record up to R. Writes go on above R.
+//! current revision R under the state lock, then pauses physical
+//! compaction while it copies every record up to R. Writes go on above R.
+//! Installs and defragments, which replace the tree, wait for the build
+//! (`Shared::copies`).
 //! The header comes first and holds the record count, so the records are
 //! counted in one pass over the tree and written in a second.
 //!
@@ -181,6 +183,9 @@ impl<W: Write> Writer<W> {
 /// synced; returns its header.
 pub(crate) fn build(store: &Store, to: &Path) -> Result<Header> {
     let s = &store.shared;
+    // No install or defragment replaces the tree while it is counted and
+    // copied.
+    let _copy = s.copies.read();
     let st = s.state.read();
     let (applied, membership, revision, compact) =
         (st.applied, st.membership.clone(), st.current, st.compact);

@@ -3,7 +3,6 @@
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -82,12 +81,10 @@ impl StateMachine {
         let mut current = self.current.lock();
         let p = snapshot::path(&self.dir, name);
         let header = snapshot::verify(&p)?;
-        // The whole install is one write: a defragment's switch waits for
-        // it, and learns from `installs` that the `mvcc` tree it copied
-        // meanwhile is gone.
-        let engine = &self.store.shared.engine;
-        let w = engine.write();
-        engine.installs.fetch_add(1, Ordering::SeqCst);
+        // No build copies and no defragment runs meanwhile; the whole
+        // install is one write.
+        let _copy = self.store.shared.copies.write();
+        let w = self.store.shared.engine.write();
         w.raft.insert(INSTALLING, &[1u8])?;
         // Durability: the marker is on disk before the old state goes.
         w.db.flush()?;
@@ -99,7 +96,6 @@ impl StateMachine {
         }
         w.raft.remove(INSTALLING)?;
         w.db.flush()?;
-        engine.installs.fetch_add(1, Ordering::SeqCst);
         drop(w);
         *current = header.meta.last_log_id;
         Ok(())
@@ -172,10 +168,6 @@ impl StateMachine {
     }
 }
 
-fn to_tokio(f: File, path: PathBuf) -> Box<SnapshotFile> {
-    Box::new(SnapshotFile::new(tokio::fs::File::from_std(f), path))
-}
-
 /// Runs snapshot work (file and database IO, whole-store copies) on
 /// tokio's blocking pool, and reports its failure as openraft wants.
 async fn off_runtime<T: Send + 'static>(
@@ -191,11 +183,10 @@ async fn off_runtime<T: Send + 'static>(
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let sm = self.clone();
-        let dir = self.dir.clone();
         let (header, f) = off_runtime(move || sm.build_and_save()).await?;
         Ok(Snapshot {
             meta: header.meta,
-            snapshot: to_tokio(f, snapshot::path(&dir, snapshot::CURRENT)),
+            snapshot: Box::new(SnapshotFile::sending(f)),
         })
     }
 }
@@ -259,7 +250,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         off_runtime(move || {
             let p = snapshot::scratch(&snapshot::snap_dir(&dir), "receiving")?;
             let f = File::create(&p)?;
-            Ok(to_tokio(f, p))
+            Ok(Box::new(SnapshotFile::receiving(f, p)))
         })
         .await
     }
@@ -273,6 +264,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let sm = self.clone();
         let want = meta.clone();
         off_runtime(move || {
+            let (file, received) = match received {
+                Some(p) => (file, p),
+                // A snapshot built here (openraft's own tests install those):
+                // copied, since the install renames its file.
+                None => {
+                    let p = snapshot::scratch(&snapshot::snap_dir(&sm.dir), "receiving")?;
+                    let mut out = File::create(&p)?;
+                    let mut file = file;
+                    file.seek(SeekFrom::Start(0))?;
+                    std::io::copy(&mut file, &mut out)?;
+                    (out, p)
+                }
+            };
             sm.install_received(file, &received, &want)
                 .inspect_err(|_| {
                     let _ = std::fs::remove_file(&received);
@@ -292,13 +296,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| snap_err(ErrorVerb::Read, e))?;
         Ok(current.map(|(header, f)| Snapshot {
             meta: header.meta,
-            snapshot: to_tokio(f, snapshot::path(&self.dir, snapshot::CURRENT)),
+            snapshot: Box::new(SnapshotFile::sending(f)),
         }))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use openraft::CommittedLeaderId;
 
     use super::*;
@@ -321,7 +327,19 @@ mod tests {
                 })),
             })
             .collect();
+        struct Parts(std::sync::atomic::AtomicUsize);
+        impl crate::Observer for Parts {
+            fn applied(&self, _: crate::Changes) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+            fn replaced(&self, _: i64, _: i64) {}
+        }
+        let parts = Arc::new(Parts(Default::default()));
+        let observer: Arc<dyn crate::Observer> = parts.clone();
+        o.store.set_observer(Arc::downgrade(&observer));
         let responses = o.state_machine.apply(entries).await.unwrap();
+        // 100 puts of 4 KiB in parts of 128 KiB: 4 parts.
+        assert_eq!(parts.0.load(Ordering::SeqCst), 4);
         let revisions: Vec<i64> = responses
             .iter()
             .map(|r| match r {
@@ -332,6 +350,22 @@ mod tests {
         assert_eq!(revisions, (2..=101).collect::<Vec<_>>());
         assert_eq!(o.store.revision(), 101);
         assert_eq!(o.store.applied_index(), Some(100));
+    }
+
+    /// A snapshot being received that is dropped without an install (a
+    /// stream cut short, or one openraft finds outdated) leaves no file.
+    #[tokio::test]
+    async fn a_dropped_receiving_snapshot_leaves_no_file() {
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(&Options::new(dir.path())).unwrap();
+        let mut f = o.state_machine.begin_receiving_snapshot().await.unwrap();
+        f.write_all(b"part of a snapshot").await.unwrap();
+        f.flush().await.unwrap();
+        let files = || std::fs::read_dir(dir.path().join("snap")).unwrap().count();
+        assert_eq!(files(), 1);
+        drop(f);
+        assert_eq!(files(), 0);
     }
 
     /// An install that finished while a build was copying makes the build's

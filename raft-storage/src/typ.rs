@@ -44,13 +44,38 @@ pub type Raft = openraft::Raft<TypeConfig>;
 #[derive(Debug)]
 pub struct SnapshotFile {
     file: tokio::fs::File,
-    /// Where a snapshot being received is written.
-    pub(crate) path: PathBuf,
+    /// Set for a snapshot being received: its scratch file, removed when
+    /// dropped unless an install took it (openraft drops a snapshot it
+    /// finds outdated without installing it).
+    receiving: Option<Receiving>,
+}
+
+#[derive(Debug)]
+struct Receiving(PathBuf);
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
 }
 
 impl SnapshotFile {
-    pub(crate) fn new(file: tokio::fs::File, path: PathBuf) -> Self {
-        SnapshotFile { file, path }
+    /// A snapshot to send, from a file open at its start.
+    pub(crate) fn sending(file: std::fs::File) -> Self {
+        SnapshotFile {
+            file: tokio::fs::File::from_std(file),
+            receiving: None,
+        }
+    }
+
+    /// A snapshot to receive into scratch file `path`, open for writing.
+    pub(crate) fn receiving(file: std::fs::File, path: PathBuf) -> Self {
+        SnapshotFile {
+            file: tokio::fs::File::from_std(file),
+            receiving: Some(Receiving(path)),
+        }
     }
 
     /// The file's size in bytes.
@@ -61,14 +86,45 @@ impl SnapshotFile {
         Ok(self.file.metadata().await?.len())
     }
 
-    /// Drops a snapshot that was being received and removes its file.
-    pub async fn discard(self) {
-        drop(self.file);
-        let _ = tokio::fs::remove_file(&self.path).await;
+    /// Checks a received snapshot whole (structure and checksum) and that
+    /// it is the one `meta` describes, so that a damaged one is refused
+    /// before openraft is asked to install it (a failed install stops
+    /// openraft).
+    ///
+    /// # Errors
+    /// [`crate::Error::Corruption`] naming the problem; IO errors.
+    pub async fn check(
+        &mut self,
+        meta: &openraft::SnapshotMeta<NodeId, Member>,
+    ) -> crate::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.file.flush().await?;
+        let path = self
+            .receiving
+            .as_ref()
+            .map(|r| r.0.clone())
+            .ok_or_else(|| crate::Error::Corruption("not a snapshot being received".into()))?;
+        let want = meta.clone();
+        tokio::task::spawn_blocking(move || {
+            let header = crate::snapshot::verify(&path)?;
+            if header.meta != want {
+                return Err(crate::Error::Corruption(format!(
+                    "snapshot says it is {:?}, the leader said {:?}",
+                    header.meta.snapshot_id, want.snapshot_id
+                )));
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| crate::Error::Io(io::Error::other(e.to_string())))?
     }
 
-    pub(crate) async fn into_std(self) -> (std::fs::File, PathBuf) {
-        (self.file.into_std().await, self.path)
+    /// The file, and the scratch path of a snapshot being received (which
+    /// the caller now owns).
+    pub(crate) async fn into_std(self) -> (std::fs::File, Option<PathBuf>) {
+        let SnapshotFile { file, receiving } = self;
+        let path = receiving.map(|mut r| std::mem::take(&mut r.0));
+        (file.into_std().await, path)
     }
 }
 

@@ -241,13 +241,12 @@ impl Peer for PeerService {
             }
             Ok(received)
         };
-        let received = match receive.await {
-            Ok(n) => n,
-            Err(status) => {
-                file.discard().await;
-                return Err(status);
-            }
-        };
+        // On an error the file goes with `file`. A damaged snapshot is
+        // refused here: openraft stops on a failed install.
+        let received = receive.await?;
+        file.check(&meta)
+            .await
+            .map_err(|e| Status::invalid_argument(format!("refusing a snapshot: {e}")))?;
         tracing::info!(
             from = format_args!("{:x}", first.from),
             bytes = received,
