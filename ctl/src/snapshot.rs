@@ -55,16 +55,19 @@ fn bar(len: Option<u64>, what: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let b = match len {
-        Some(n) => ProgressBar::new(n),
+    let (b, template) = match len {
+        Some(n) => (
+            ProgressBar::new(n),
+            "{msg} {bar:40} {bytes}/{total_bytes} {elapsed}",
+        ),
         None => {
             let b = ProgressBar::new_spinner();
             b.enable_steady_tick(std::time::Duration::from_millis(120));
-            b
+            (b, "{msg} {spinner} {bytes} {elapsed}")
         }
     };
-    let style = ProgressStyle::with_template("{msg} {bar:40} {bytes}/{total_bytes} {elapsed}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style =
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar());
     b.set_style(style);
     b.set_message(what.to_owned());
     b

@@ -115,7 +115,7 @@ pub(crate) async fn transfer_leadership(
         .cloned()
         .ok_or(ClusterError::BadTransferee)?;
     raft.runtime_config().heartbeat(false);
-    route.set_transferring(true);
+    route.begin_transfer();
     let _transfer = Transfer { raft, route };
     async {
         // Wait until the target has all of the log, so it can win.
@@ -166,8 +166,9 @@ struct Transfer<'a> {
 
 impl Drop for Transfer<'_> {
     fn drop(&mut self) {
-        self.route.set_transferring(false);
-        self.raft.runtime_config().heartbeat(true);
+        if self.route.end_transfer() {
+            self.raft.runtime_config().heartbeat(true);
+        }
     }
 }
 

@@ -94,7 +94,6 @@ impl Proposer {
             return Err(RequestError::NotForLearner);
         }
         let response = match self.route.target() {
-            Target::Here if self.route.transferring() => return Err(RequestError::NoLeader),
             Target::Here => self.queue_here(request, size).await?.0,
             Target::There(id, leader) => {
                 let forwarded = Forwarded::Propose(request);
@@ -130,9 +129,6 @@ impl Proposer {
         if size > self.max_request_bytes {
             return Err(RequestError::TooLarge);
         }
-        if self.route.transferring() {
-            return Err(RequestError::NoLeader);
-        }
         self.queue_here(request, size).await
     }
 
@@ -141,6 +137,10 @@ impl Proposer {
         request: Request,
         size: usize,
     ) -> Result<(Response, u64), RequestError> {
+        // A leader handing over leadership takes nothing new (MoveLeader).
+        if self.route.transferring() {
+            return Err(RequestError::NoLeader);
+        }
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Pending {

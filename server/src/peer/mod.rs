@@ -16,7 +16,7 @@ mod service;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -372,7 +372,8 @@ pub(crate) struct Route {
     /// during a transfer alike). Without it a steady writer keeps the
     /// transferee behind and the voters' lease alive, and the transfer
     /// times out.
-    transferring: Arc<AtomicBool>,
+    /// Leadership transfers under way (MoveLeader calls).
+    transferring: Arc<AtomicUsize>,
 }
 
 /// The term of this member's vote and its last log index when it started.
@@ -411,7 +412,7 @@ impl Route {
             restarted,
             election_timeout,
             timeout,
-            transferring: Arc::new(AtomicBool::new(false)),
+            transferring: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -445,16 +446,20 @@ impl Route {
     }
 
     /// Whether this leader is handing leadership over; see
-    /// [`Route::set_transferring`].
+    /// [`Route::begin_transfer`].
     pub(crate) fn transferring(&self) -> bool {
-        self.transferring.load(Ordering::Acquire)
+        self.transferring.load(Ordering::Acquire) > 0
     }
 
-    /// Marks the start (`true`) or the end of a leadership transfer:
-    /// meanwhile the proposer refuses new requests with "no leader", which
-    /// clients retry.
-    pub(crate) fn set_transferring(&self, on: bool) {
-        self.transferring.store(on, Ordering::Release);
+    /// Marks the start of a leadership transfer: until each one ends, the
+    /// proposer refuses new requests with "no leader", which clients retry.
+    pub(crate) fn begin_transfer(&self) {
+        self.transferring.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Marks the end of a transfer; true when no other is under way.
+    pub(crate) fn end_transfer(&self) -> bool {
+        self.transferring.fetch_sub(1, Ordering::AcqRel) == 1
     }
 
     /// Where the leader is, by this member's latest knowledge. As in etcd,
