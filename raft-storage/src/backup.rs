@@ -86,13 +86,15 @@ fn as_backup(e: Error) -> Error {
 impl Store {
     /// Takes a backup of the store as it is now: a consistent snapshot at
     /// the current revision, while writes go on above it. The snapshot is
-    /// built into an unlinked scratch file in `scratch` and read from there,
-    /// so memory use does not grow with the store.
+    /// built into a scratch file in the data dir's `snap/`, unlinked once
+    /// open, and read from there, so memory use does not grow with the
+    /// store.
     ///
     /// # Errors
     /// Storage and IO errors.
-    pub fn backup(&self, scratch: &Path) -> Result<Backup> {
-        let tmp = snapshot::scratch(scratch, "backup")?;
+    pub fn backup(&self) -> Result<Backup> {
+        let snap_dir = snapshot::snap_dir(&self.shared.engine.dir);
+        let tmp = snapshot::scratch(&snap_dir, "backup")?;
         let built = snapshot::build(self, &tmp);
         let opened = built.and_then(|_| Ok(File::open(&tmp)?));
         let _ = fs::remove_file(&tmp);
@@ -415,8 +417,8 @@ mod tests {
     }
 
     /// Takes a backup into memory (tests only).
-    fn take(store: &Store, scratch: &Path) -> Vec<u8> {
-        let mut backup = store.backup(scratch).unwrap();
+    fn take(store: &Store) -> Vec<u8> {
+        let mut backup = store.backup().unwrap();
         let mut bytes = Vec::new();
         backup.read_to_end(&mut bytes).unwrap();
         assert_eq!(bytes.len() as u64, backup.len());
@@ -433,7 +435,7 @@ mod tests {
     fn a_backup_has_etcds_shape_and_verifies() {
         let dir = tempfile::tempdir().unwrap();
         let o = store_with_data(dir.path());
-        let b = take(&o.store, dir.path());
+        let b = take(&o.store);
         assert_eq!(b.len() % BLOCK, DIGEST_LEN);
         let info = verify(&write(dir.path(), "b", &b)).unwrap();
         assert_eq!(info.revision, 21);
@@ -447,7 +449,7 @@ mod tests {
     fn verify_refuses_damage() {
         let dir = tempfile::tempdir().unwrap();
         let o = store_with_data(dir.path());
-        let b = take(&o.store, dir.path());
+        let b = take(&o.store);
         let check = |bytes: &[u8]| verify(&write(dir.path(), "x", bytes));
         assert!(check(&b).is_ok());
         let mut flipped = b.clone();
@@ -469,7 +471,7 @@ mod tests {
     #[test]
     fn restore_keeps_revisions_and_leases_and_refuses_a_used_dir() {
         let src = tempfile::tempdir().unwrap();
-        let b = take(&store_with_data(src.path()).store, src.path());
+        let b = take(&store_with_data(src.path()).store);
         let b = write(src.path(), "b", &b);
         let dst = tempfile::tempdir().unwrap();
         let member = Member {

@@ -1,8 +1,7 @@
 //! Scheduled backups (`--backup-dir`, `--backup-interval`,
 //! `--backup-retention`): every interval, a backup of this member's store,
 //! the same bytes the Snapshot RPC streams, so `cairnctl snapshot verify`
-//! checks it and `cairnctl snapshot restore` restores it. Its snapshot is
-//! built in a scratch `.tmp` file in the backup dir first.
+//! checks it and `cairnctl snapshot restore` restores it.
 //!
 //! Each backup is written as `<name>.tmp`, synced, renamed to
 //! `backup-<unix ms>-rev<revision>.db` and the directory synced: a crash
@@ -66,7 +65,7 @@ fn clean(dir: &Path) -> std::io::Result<()> {
 pub(crate) fn backup_once(store: &Store, s: &Schedule) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(&s.dir)?;
     let revision = store.revision();
-    let mut backup = store.backup(&s.dir)?;
+    let mut backup = store.backup()?;
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());

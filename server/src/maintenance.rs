@@ -15,7 +15,6 @@
 //!   only for the final catch-up and the switch (milliseconds); reads never
 //!   wait. Per member, as etcd's.
 
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
@@ -46,7 +45,6 @@ pub(crate) const ETCD_VERSION: &str = "3.5.13";
 pub(crate) struct MaintenanceService {
     raft: Raft,
     store: Store,
-    scratch: PathBuf,
     route: Route,
     header: Header,
     me: NodeId,
@@ -60,8 +58,6 @@ pub(crate) struct MaintenanceService {
 pub(crate) struct MaintenanceParts {
     pub(crate) raft: Raft,
     pub(crate) store: Store,
-    /// Where backups are built before they are sent (the store's `snap/`).
-    pub(crate) scratch: PathBuf,
     pub(crate) route: Route,
     pub(crate) header: Header,
     pub(crate) me: NodeId,
@@ -76,7 +72,6 @@ impl MaintenanceService {
         MaintenanceService {
             raft: parts.raft,
             store: parts.store,
-            scratch: parts.scratch,
             route: parts.route,
             header: parts.header,
             me: parts.me,
@@ -349,8 +344,7 @@ impl Maintenance for MaintenanceService {
     async fn snapshot(&self, _: Request<SnapshotRequest>) -> Result<Response<Chunks>, Status> {
         let revision = self.store.revision();
         let started = Instant::now();
-        let scratch = self.scratch.clone();
-        let mut backup = self.blocking(move |s| s.backup(&scratch)).await?;
+        let mut backup = self.blocking(|s| s.backup()).await?;
         let total = backup.len();
         tracing::info!(bytes = total, revision, took = ?started.elapsed(), "sending a snapshot");
         let header = self.header.at(revision);

@@ -65,8 +65,6 @@ pub struct Node {
     ids: MemberIds,
     raft: Raft,
     store: Store,
-    /// Where the Snapshot RPC builds its backups before it sends them.
-    scratch: PathBuf,
     client_addrs: Vec<SocketAddr>,
     peer_addrs: Vec<SocketAddr>,
     stop_serving: watch::Sender<bool>,
@@ -151,7 +149,6 @@ impl Node {
             "starting member"
         );
 
-        let scratch = store_dir.join("snap");
         let mut options = StorageOptions::new(store_dir);
         options.cache_capacity = config.experimental_backend_cache_bytes;
         let Opened {
@@ -190,7 +187,6 @@ impl Node {
             ids,
             raft,
             store,
-            scratch,
             client_addrs,
             peer_addrs,
             stop_serving: watch::channel(false).0,
@@ -465,7 +461,6 @@ impl Node {
         let maintenance = MaintenanceServer::new(MaintenanceService::new(MaintenanceParts {
             raft: self.raft.clone(),
             store: self.store.clone(),
-            scratch: self.scratch.clone(),
             route: route.clone(),
             header: Header::new(self.ids, &self.raft),
             me: self.ids.member_id,
@@ -556,7 +551,6 @@ impl Node {
             ids,
             raft,
             store,
-            scratch: _,
             client_addrs: _,
             peer_addrs: _,
             stop_serving,
