@@ -368,6 +368,63 @@ mod tests {
         assert_eq!(files(), 0);
     }
 
+    /// A received snapshot is checked whole before openraft is asked to
+    /// install it: a damaged one, or another than the leader described, is
+    /// refused; the whole one passes.
+    #[tokio::test]
+    async fn a_received_snapshot_is_checked_before_the_install() {
+        use tokio::io::AsyncWriteExt;
+        let src = tempfile::tempdir().unwrap();
+        let mut a = open(&Options::new(src.path())).unwrap();
+        a.store
+            .apply(vec![Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+                payload: openraft::EntryPayload::Blank,
+            }])
+            .unwrap();
+        let snap = a
+            .state_machine
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let mut bytes = Vec::new();
+        let mut sent = snap.snapshot;
+        tokio::io::AsyncReadExt::read_to_end(&mut sent, &mut bytes)
+            .await
+            .unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let o = open(&Options::new(dir.path())).unwrap();
+        let receive = |bytes: Vec<u8>| {
+            let sm = o.state_machine.clone();
+            async move {
+                let mut sm = sm;
+                let mut f = sm.begin_receiving_snapshot().await.unwrap();
+                f.write_all(&bytes).await.unwrap();
+                f
+            }
+        };
+        let mut whole = receive(bytes.clone()).await;
+        whole.check(&snap.meta).await.unwrap();
+        let mut other = snap.meta.clone();
+        other.snapshot_id = "another".into();
+        let err = whole.check(&other).await.unwrap_err().to_string();
+        assert!(err.contains("the leader said"), "{err}");
+        let mut damaged = bytes.clone();
+        let mid = damaged.len() / 2;
+        damaged[mid] ^= 0xff;
+        let err = receive(damaged).await.check(&snap.meta).await.unwrap_err();
+        assert!(err.to_string().contains("snapshot"), "{err}");
+        let err = receive(bytes[..bytes.len() - 3].to_vec())
+            .await
+            .check(&snap.meta)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("cut short"), "{err}");
+    }
+
     /// An install that finished while a build was copying makes the build's
     /// snapshot the older one: it must not replace `snap/current`.
     #[test]

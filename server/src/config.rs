@@ -712,6 +712,7 @@ mod tests {
         assert_eq!(c.quota_backend_bytes(), DEFAULT_QUOTA_BACKEND_BYTES);
         assert_eq!(c.max_request_bytes, 1_572_864);
         assert_eq!(c.max_txn_ops, 128);
+        assert_eq!(c.experimental_backend_cache_bytes, 64 << 20);
         assert_eq!(c.auto_compaction(), Ok(None));
         assert_eq!(c.validate(), Ok(()));
         assert_eq!(c.bootstrap_peer_urls().map(|u| u.len()), Ok(1));
@@ -737,6 +738,7 @@ mod tests {
             &["--log-level", "trace"],
             &["--heartbeat-interval", "-1"],
             &["--max-txn-ops", "many"],
+            &["--experimental-backend-cache-bytes", "64MiB"],
             &["--no-such-flag"],
         ] {
             assert!(parse(args).is_err(), "{args:?} should be rejected");
@@ -770,9 +772,12 @@ mod tests {
             "http://127.0.0.1:0,http://[::1]:0",
             "--auto-compaction-retention",
             "1h30m",
+            "--experimental-backend-cache-bytes",
+            "8388608",
         ])
         .expect("parses");
         assert_eq!(c.listen_client_urls.len(), 2);
+        assert_eq!(c.experimental_backend_cache_bytes, 8 << 20);
         assert_eq!(
             c.auto_compaction(),
             Ok(Some(AutoCompaction::Periodic(Duration::from_secs(5400))))

@@ -205,28 +205,9 @@ async fn backup_verify_destroy_restore_into_a_new_cluster() {
         .expect("the lease is restored");
     assert_eq!(ttl.keys.len(), 5);
     // Every member holds the same history, and the cluster takes writes.
-    let hashes = cairnctl(&[
-        "--endpoints",
-        &new.iter()
-            .map(|m| m.client_url())
-            .collect::<Vec<_>>()
-            .join(","),
-        "-w",
-        "json",
-        "endpoint",
-        "hashkv",
-        "--rev",
-        &at.to_string(),
-    ])
-    .await
-    .ok();
-    let hashes: serde_json::Value = serde_json::from_str(&hashes).expect("json");
-    let hashes: Vec<_> = hashes
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|h| h["hash"].clone())
-        .collect();
+    let hashes = support::hashkv(&new.iter().collect::<Vec<_>>(), at)
+        .await
+        .expect("hashkv");
     assert_eq!(hashes.len(), 3);
     assert!(hashes.iter().all(|h| *h == hashes[0]), "{hashes:?}");
     let put = client.put(Put::new("after", "restore")).await.expect("put");

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use cairn_client::{Error, Put};
 
-use crate::support::{self, cairnctl};
+use crate::support;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_diverged_member_raises_corrupt() {
@@ -41,36 +41,16 @@ async fn a_diverged_member_raises_corrupt() {
             !text.contains(&format!("member_id={leader:x}\n"))
         })
         .expect("a follower");
-    let eps = members
-        .iter()
-        .map(|m| m.client_url())
-        .collect::<Vec<_>>()
-        .join(",");
+    let all: Vec<_> = members.iter().collect();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let out = cairnctl(&[
-            "--endpoints",
-            &eps,
-            "-w",
-            "json",
-            "endpoint",
-            "hashkv",
-            "--rev",
-            "21",
-        ])
-        .await;
-        if out.code == 0 {
-            let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
-            let h: Vec<_> = v
-                .as_array()
-                .expect("array")
-                .iter()
-                .map(|e| e["hash"].clone())
-                .collect();
-            assert!(h.iter().all(|x| *x == h[0]), "healthy members agree: {h:?}");
-            break;
+        match support::hashkv(&all, 21).await {
+            Ok(h) => {
+                assert!(h.iter().all(|x| *x == h[0]), "healthy members agree: {h:?}");
+                break;
+            }
+            Err(out) => assert!(Instant::now() < deadline, "hashkv: {out:?}"),
         }
-        assert!(Instant::now() < deadline, "hashkv: {out:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 

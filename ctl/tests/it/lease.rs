@@ -49,14 +49,7 @@ async fn keep_alive_outlives_the_ttl_until_killed() {
     assert_eq!((theirs.code, theirs.stdout.as_str()), (0, once.as_str()));
 
     // Kept alive for 3 TTLs: a line per renewal, the key still there.
-    let mut keeper = tokio::process::Command::new(env!("CARGO_BIN_EXE_cairnctl"))
-        .args(["--endpoints", &ep, "lease", "keep-alive", &hex])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("cairnctl runs");
-    let mut lines = BufReader::new(keeper.stdout.take().expect("piped")).lines();
+    let (mut keeper, mut lines) = keep_alive(&ep, &hex);
     let started = Instant::now();
     let mut renewals = 0;
     while started.elapsed() < Duration::from_secs(6) {
@@ -122,14 +115,7 @@ async fn keep_alive_outlives_the_ttl_until_killed() {
     // Revoked while kept alive: it says so and exits non-zero.
     let other = client.lease_grant(2, None).await.expect("grant").id;
     let other_hex = format!("{:016x}", other.get());
-    let mut keeper = tokio::process::Command::new(env!("CARGO_BIN_EXE_cairnctl"))
-        .args(["--endpoints", &ep, "lease", "keep-alive", &other_hex])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("cairnctl runs");
-    let mut lines = BufReader::new(keeper.stdout.take().expect("piped")).lines();
+    let (mut keeper, mut lines) = keep_alive(&ep, &other_hex);
     let first = lines.next_line().await.expect("read").expect("a renewal");
     assert_eq!(first, format!("lease {other_hex} keepalived with TTL(2)"));
     client.lease_revoke(other).await.expect("revoke");
@@ -155,4 +141,24 @@ async fn keep_alive_outlives_the_ttl_until_killed() {
     for n in node {
         n.shutdown().await;
     }
+}
+
+/// `cairnctl lease keep-alive` of lease `hex`, running, and its stdout's
+/// lines.
+fn keep_alive(
+    ep: &str,
+    hex: &str,
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) {
+    let mut keeper = tokio::process::Command::new(env!("CARGO_BIN_EXE_cairnctl"))
+        .args(["--endpoints", ep, "lease", "keep-alive", hex])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("cairnctl runs");
+    let lines = BufReader::new(keeper.stdout.take().expect("piped")).lines();
+    (keeper, lines)
 }

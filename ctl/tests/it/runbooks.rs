@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use cairn_client::{Get, Put};
 use cairn_server::Node;
 
-use crate::support::{self, ctl_at, eventually, Member};
+use crate::support::{self, ctl_at, eventually, hashkv, Member};
 
 const WITHIN: Duration = Duration::from_secs(20);
 
@@ -280,26 +280,7 @@ async fn rolling_restart_under_a_writer() {
     assert_kept(&client, &w.acked).await;
     // Every member holds the same history.
     let rev = *w.acked.values().max().expect("writes");
-    let hashes = ctl_at(
-        &all,
-        &[
-            "-w",
-            "json",
-            "endpoint",
-            "hashkv",
-            "--rev",
-            &rev.to_string(),
-        ],
-    )
-    .await
-    .ok();
-    let hashes: serde_json::Value = serde_json::from_str(&hashes).expect("json");
-    let hashes: Vec<_> = hashes
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|h| h["hash"].clone())
-        .collect();
+    let hashes = hashkv(&all, rev).await.expect("hashkv");
     assert!(
         hashes.len() == 3 && hashes.iter().all(|h| *h == hashes[0]),
         "{hashes:?}"

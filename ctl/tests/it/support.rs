@@ -226,6 +226,26 @@ pub async fn ctl_at(members: &[&Member], args: &[&str]) -> Run {
     cairnctl(&all).await
 }
 
+/// `endpoint hashkv --rev REV -w json` of `members`: each one's hash, in
+/// order, or the failed run.
+pub async fn hashkv(members: &[&Member], rev: i64) -> Result<Vec<serde_json::Value>, Run> {
+    let rev = rev.to_string();
+    let out = ctl_at(
+        members,
+        &["-w", "json", "endpoint", "hashkv", "--rev", &rev],
+    )
+    .await;
+    if out.code != 0 {
+        return Err(out);
+    }
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    Ok(v.as_array()
+        .expect("array")
+        .iter()
+        .map(|h| h["hash"].clone())
+        .collect())
+}
+
 /// `endpoint status -w json` of `members` (or, with `--cluster`, of every
 /// member it lists), by client URL: (member id, leader id, raft index,
 /// applied index, learner).
