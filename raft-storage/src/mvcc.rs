@@ -9,6 +9,7 @@
 //! b"m/rev"           -> i64 BE                    current revision
 //! b"m/compact"       -> i64 BE                    compact revision (scheduled)
 //! b"m/compact_done"  -> i64 BE                    physical compaction finished up to
+//! b"m/redo"          -> postcard(writes)          only while an apply call writes
 //! b"l/" | id i64 BE  -> lease (see `lease.rs`)
 //! b"a/" | member u64 BE | alarm i32 BE -> empty     an active alarm
 //! ```
@@ -16,9 +17,10 @@
 //! A tombstone's value is a `KeyValue` with only `key` and `mod_revision`.
 //!
 //! # Invariants
-//! - Apply writes one sled batch per call: the changes of every entry, the
-//!   applied log id and the revisions together. A crash leaves the store
-//!   exactly at some applied log id, never between.
+//! - Each apply call's writes (the changes of every entry, the applied log
+//!   id and the revisions) are crash-atomic: a redo record, or one sled
+//!   batch when large (see [`commit`]). After an open, the store is exactly
+//!   at some applied log id, never between.
 //! - The revision rises by exactly 1 per txn that changes anything.
 //! - Apply is deterministic and never reads the clock.
 //! - The index is changed only under the `state` write lock, and readers
@@ -67,6 +69,8 @@ pub(crate) const META_MEMBERSHIP: &[u8] = b"m/membership";
 pub(crate) const META_REV: &[u8] = b"m/rev";
 pub(crate) const META_COMPACT: &[u8] = b"m/compact";
 pub(crate) const META_COMPACT_DONE: &[u8] = b"m/compact_done";
+/// An apply call's writes while they are being made (see [`commit`]).
+const META_REDO: &[u8] = b"m/redo";
 /// The prefix of alarm records.
 pub(crate) const ALARM_PREFIX: &[u8] = b"a/";
 
@@ -92,6 +96,88 @@ pub(crate) fn parse_alarm_key(k: &[u8]) -> Option<(u64, i32)> {
 /// The bytes a record takes in use, as the quota counts them.
 fn record_bytes(k: &[u8], v: &[u8]) -> u64 {
     (k.len() + v.len()) as u64
+}
+
+/// An apply call's writes, in the order they are made.
+#[derive(Default)]
+struct Ops {
+    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    bytes: usize,
+}
+
+impl Ops {
+    fn insert(&mut self, k: impl Into<Vec<u8>>, v: impl Into<Vec<u8>>) {
+        let (k, v) = (k.into(), v.into());
+        self.bytes += k.len() + v.len();
+        self.writes.push((k, Some(v)));
+    }
+
+    fn remove(&mut self, k: impl Into<Vec<u8>>) {
+        let k = k.into();
+        self.bytes += k.len();
+        self.writes.push((k, None));
+    }
+}
+
+/// Above this many bytes an apply call's writes go to sled as one batch;
+/// at or below it, through a redo record.
+const REDO_MAX_BYTES: usize = 64 << 10;
+
+/// Writes `ops` to `tree` so that a crash keeps all of them or none.
+///
+/// sled makes a batch crash-atomic by writing out its log buffer before
+/// and after the batch, each write synced, and by blocking every reader
+/// and writer in the process meanwhile: three synced writes an apply
+/// instead of one. Single writes need none of that, and sled recovers its
+/// log as a prefix, in order. So a small call writes its ops as one redo
+/// record first, then the ops one by one, then removes the record: a crash
+/// leaves either no trace of the call, or all of it, or the record, which
+/// [`finish_redo`] replays at open. Every byte is written twice, so a
+/// large call (a member catching up) takes the batch.
+fn commit(tree: &sled::Tree, ops: Ops) -> Result<()> {
+    if ops.bytes > REDO_MAX_BYTES {
+        let mut batch = sled::Batch::default();
+        for (k, v) in ops.writes {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        return Ok(tree.apply_batch(batch)?);
+    }
+    let record = postcard::to_stdvec(&ops.writes).expect("invariant: byte strings serialize");
+    tree.insert(META_REDO, record)?;
+    #[cfg(test)]
+    if let Some(n) = tests::CUT_AFTER.with(std::cell::Cell::take) {
+        redo(tree, ops.writes.into_iter().take(n).collect())?;
+        return Err(Error::Io(std::io::Error::other("cut short by the test")));
+    }
+    redo(tree, ops.writes)?;
+    tree.remove(META_REDO)?;
+    Ok(())
+}
+
+fn redo(tree: &sled::Tree, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
+    for (k, v) in writes {
+        match v {
+            Some(v) => tree.insert(k, v)?,
+            None => tree.remove(k)?,
+        };
+    }
+    Ok(())
+}
+
+/// Finishes the apply call a crash cut short, if any: its writes are set
+/// again (they are idempotent) and its redo record removed.
+fn finish_redo(tree: &sled::Tree) -> Result<()> {
+    let Some(record) = tree.get(META_REDO)? else {
+        return Ok(());
+    };
+    let writes = postcard::from_bytes(&record)
+        .map_err(|e| Error::Corruption(format!("apply's redo record: {e}")))?;
+    redo(tree, writes)?;
+    tree.remove(META_REDO)?;
+    Ok(())
 }
 
 /// Changes deleted per physical-compaction batch; apply waits at most for
@@ -243,6 +329,7 @@ impl Store {
     /// Opens the store on the engine's `mvcc` tree: reads the meta,
     /// rebuilds the index, and resumes an unfinished physical compaction.
     pub(crate) fn open(engine: Arc<Engine>) -> Result<Store> {
+        finish_redo(&engine.backend().mvcc)?;
         let Loaded {
             state,
             done,
@@ -465,7 +552,7 @@ impl Store {
     pub(crate) fn apply(&self, entries: Vec<Entry<TypeConfig>>) -> Result<Vec<Response>> {
         let w = self.shared.engine.write();
         let mut st = self.shared.state.write();
-        let mut batch = sled::Batch::default();
+        let mut batch = Ops::default();
         let mut written = Written::default();
         let mut jobs = Vec::new();
         let mut out = Vec::with_capacity(entries.len());
@@ -506,7 +593,7 @@ impl Store {
         if st.compact != start_compact {
             batch.insert(META_COMPACT, &st.compact.to_be_bytes());
         }
-        w.mvcc.apply_batch(batch)?;
+        commit(&w.mvcc, batch)?;
         self.shared
             .comp
             .in_use
@@ -886,7 +973,7 @@ fn event(kv: KeyValue, tombstone: bool) -> Event {
 struct Writer<'a> {
     st: &'a mut State,
     tree: &'a sled::Tree,
-    batch: &'a mut sled::Batch,
+    batch: &'a mut Ops,
     /// What this apply call wrote so far, not yet in sled.
     written: &'a mut Written,
     /// Changes so far in this request.
@@ -1422,6 +1509,13 @@ mod tests {
 
     use super::*;
 
+    thread_local! {
+        /// Set by a test: the next small commit makes its redo record and
+        /// this many of its writes, then fails, as a crash there would.
+        pub(super) static CUT_AFTER: std::cell::Cell<Option<usize>> =
+            const { std::cell::Cell::new(None) };
+    }
+
     fn entry(i: u64, req: Request) -> Entry<TypeConfig> {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
@@ -1510,6 +1604,84 @@ mod tests {
         drop(got);
         drop(rec);
         store.apply(vec![put(6, "c")]).unwrap();
+    }
+
+    /// An apply call cut short after its redo record, at any point of its
+    /// writes, is finished at the next open: the store is then exactly as
+    /// if the call had completed, and a call too large for a redo record
+    /// goes to sled as one batch.
+    #[test]
+    fn an_apply_cut_short_is_finished_at_open() {
+        let calls = || {
+            let grant = Request::LeaseGrant(LeaseGrantRequest { id: 7, ttl: 60 });
+            let attach = Request::Put(PutRequest {
+                key: b"b".to_vec(),
+                value: b"x".to_vec(),
+                lease: 7,
+                ..Default::default()
+            });
+            let revoke = Request::LeaseRevoke(LeaseRevokeRequest { id: 7 });
+            vec![
+                vec![put(1, "a"), entry(2, grant), entry(3, attach)],
+                vec![put(4, "a"), delete(5, "a"), put(6, "c"), entry(7, revoke)],
+            ]
+        };
+        let state = |store: &Store| {
+            let all = store.range(&RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                ..Default::default()
+            });
+            (
+                all.unwrap().kvs,
+                store.revision(),
+                store.applied_index(),
+                store.lease_ids(),
+                store.hash_kv(0).unwrap(),
+            )
+        };
+        let whole = {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::on(&sled::open(dir.path()).unwrap()).unwrap();
+            for call in calls() {
+                store.apply(call).unwrap();
+            }
+            state(&store)
+        };
+        assert_eq!(whole.1, 7);
+        assert!(whole.3.is_empty());
+        // The last call writes 4 records (b goes with its lease), the
+        // lease's removal, the applied id and the revision.
+        for cut in 0..=7 {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let store = Store::on(&sled::open(dir.path()).unwrap()).unwrap();
+                let mut calls = calls();
+                let last = calls.pop().unwrap();
+                for call in calls {
+                    store.apply(call).unwrap();
+                }
+                CUT_AFTER.with(|c| c.set(Some(cut)));
+                assert!(store.apply(last).is_err(), "cut after {cut}");
+            }
+            let store = Store::on(&sled::open(dir.path()).unwrap()).unwrap();
+            assert_eq!(state(&store), whole, "cut after {cut}");
+            let tree = store.shared.engine.backend().mvcc.clone();
+            assert!(tree.get(META_REDO).unwrap().is_none());
+        }
+
+        // Too large for a redo record: a batch, which the cut never sees.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::on(&sled::open(dir.path()).unwrap()).unwrap();
+        let big = Request::Put(PutRequest {
+            key: b"big".to_vec(),
+            value: vec![b'v'; REDO_MAX_BYTES + 1],
+            ..Default::default()
+        });
+        CUT_AFTER.with(|c| c.set(Some(0)));
+        store.apply(vec![entry(1, big)]).unwrap();
+        assert_eq!(CUT_AFTER.with(std::cell::Cell::take), Some(0));
+        assert_eq!(store.revision(), 2);
     }
 
     /// History pages: revision order, the `keep` filter, the page limit,
