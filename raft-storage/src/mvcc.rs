@@ -588,10 +588,10 @@ impl Store {
             batch.insert(META_MEMBERSHIP, encode_postcard(&st.membership));
         }
         if st.current != start_rev {
-            batch.insert(META_REV, &st.current.to_be_bytes());
+            batch.insert(META_REV, st.current.to_be_bytes());
         }
         if st.compact != start_compact {
-            batch.insert(META_COMPACT, &st.compact.to_be_bytes());
+            batch.insert(META_COMPACT, st.compact.to_be_bytes());
         }
         commit(&w.mvcc, batch)?;
         self.shared
@@ -1215,7 +1215,7 @@ impl Writer<'_> {
         let changed = match AlarmAction::try_from(a.action) {
             Ok(AlarmAction::Activate) if a.alarm != AlarmType::None as i32 => {
                 if self.st.alarms.insert(key) {
-                    self.batch.insert(alarm_key(key.0, key.1), &[]);
+                    self.batch.insert(alarm_key(key.0, key.1), []);
                 }
                 true
             }
