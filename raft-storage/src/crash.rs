@@ -6,7 +6,7 @@
 //! flushed, as with kill -9 at that line. Without the feature a point is
 //! nothing. The binary arms them at startup with `fail::FailScenario`.
 
-/// Before the flusher's fsync of a group of appends.
+/// Before an append's flush.
 pub(crate) const BEFORE_LOG_FLUSH: &str = "raft-storage::before-log-flush";
 /// After the fsync, before the appends are acknowledged to openraft.
 pub(crate) const AFTER_LOG_FLUSH: &str = "raft-storage::after-log-flush";

@@ -17,8 +17,8 @@
 //! removed then.
 //!
 //! # Holders
-//! The log store, the MVCC store, the state machine, the log flusher and
-//! the physical compactor all reach the database through one [`Engine`]:
+//! The log store, the MVCC store, the state machine and the physical
+//! compactor all reach the database through one [`Engine`]:
 //! - a reader takes the current [`Backend`] ([`Engine::backend`]: an `Arc`
 //!   clone under a read lock held for that instant) and keeps it for the
 //!   rest of its operation, even if a switch happens meanwhile; the old

@@ -11,7 +11,7 @@
 //! - `mvcc`: the [`Store`]: apply, range, compaction, history reads.
 //! - `changes`: the [`Observer`] hook that the watch hub hangs on the
 //!   store, told of every apply call's events.
-//! - `log_store`: [`LogStore`], with group commit.
+//! - `log_store`: [`LogStore`].
 //! - `state_machine`, `snapshot`: [`StateMachine`] and its snapshots.
 //! - `storage`: [`open`] a data dir.
 //! - `backup`: backups (the Snapshot RPC's stream): take, [`verify`] and
@@ -23,8 +23,9 @@
 //! - This crate knows nothing of tonic or the network; it sees only the
 //!   etcd message types of `cairn-proto` (built without its gRPC feature).
 //! - An append is acknowledged only after the log is flushed.
-//! - Each `Store::apply` is one atomic sled batch that includes the
-//!   applied log id (the state machine splits a long call into such parts).
+//! - Each `Store::apply` is crash-atomic (a redo record, or a sled batch
+//!   when large) and includes the applied log id (the state machine splits
+//!   a long call into such parts).
 //! - The revision rises by exactly 1 per txn that changes anything.
 //! - Apply is deterministic and never reads the clock.
 //! - The observer hears of a revision only after reads can see it.

@@ -1,4 +1,4 @@
-//! openraft's log storage on sled, with group commit.
+//! openraft's log storage on sled.
 //!
 //! # On-disk layout
 //! - tree `log`: index (u64 BE) -> postcard(Entry)
@@ -7,10 +7,10 @@
 //! # Durability
 //! `append` writes the entries to sled one by one, in index order (sled
 //! recovers its log as a prefix, so a crash keeps a prefix of them; a sled
-//! batch would cost two more synced writes), readable at once, and hands the
-//! callback to the flusher thread. The flusher takes every callback queued
-//! so far, flushes the whole database once, and only then calls them: one
-//! fsync acknowledges a whole group of appends. `save_vote` flushes before
+//! batch would cost two more synced writes), flushes the database, and
+//! only then calls openraft's callback. Group commit happens a level up:
+//! the proposer puts the requests that queue meanwhile into one entry
+//! (`server/src/propose.rs`). `save_vote` flushes before
 //! it returns. `purge` flushes before it deletes, so the state machine is
 //! durable at least as far as the log it lets go of (the state machine and
 //! the log share one sled database, so one flush covers both).
@@ -18,15 +18,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{
     CommittedLeaderId, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, Membership, RaftLogId,
     StorageError, StorageIOError, Vote,
 };
-use parking_lot::Mutex;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -36,66 +34,10 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"purged";
 
-type Callback = LogFlushed<TypeConfig>;
-
-/// Flushes the database for queued appends, many at a time.
-struct Flusher {
-    tx: Mutex<Option<mpsc::Sender<Callback>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Flusher {
-    fn start(engine: Arc<Engine>) -> Result<Flusher> {
-        let (tx, rx) = mpsc::channel::<Callback>();
-        let thread = std::thread::Builder::new()
-            .name("cairn-log-flush".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut group = vec![first];
-                    group.extend(rx.try_iter());
-                    // Durability: every entry of every append in `group` was
-                    // written to sled before its callback was queued, so this
-                    // one flush makes them all durable before any callback.
-                    // The generation is looked up after the group is taken:
-                    // an append queued after a defragment's switch wrote to
-                    // the new one. An append written to the old one before
-                    // the switch is in the new one too, flushed by the
-                    // switch itself, so flushing either is enough.
-                    crate::crash::point(crate::crash::BEFORE_LOG_FLUSH);
-                    let res = engine.backend().db.flush().map(|_| ());
-                    tracing::trace!(appends = group.len(), "log flushed");
-                    crate::crash::point(crate::crash::AFTER_LOG_FLUSH);
-                    for cb in group {
-                        cb.log_io_completed(
-                            res.as_ref()
-                                .map(|_| ())
-                                .map_err(|e| std::io::Error::other(e.to_string())),
-                        );
-                    }
-                }
-            })?;
-        Ok(Flusher {
-            tx: Mutex::new(Some(tx)),
-            thread: Mutex::new(Some(thread)),
-        })
-    }
-}
-
-impl Drop for Flusher {
-    fn drop(&mut self) {
-        // Close the queue; the thread flushes what is queued and ends.
-        self.tx.lock().take();
-        if let Some(t) = self.thread.lock().take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// openraft's log store. Cloning gives a reader on the same log.
 #[derive(Clone)]
 pub struct LogStore {
     engine: Arc<Engine>,
-    flusher: Arc<Flusher>,
 }
 
 impl Debug for LogStore {
@@ -132,10 +74,7 @@ fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
 
 impl LogStore {
     pub(crate) fn open(engine: Arc<Engine>) -> Result<LogStore> {
-        Ok(LogStore {
-            flusher: Arc::new(Flusher::start(engine.clone())?),
-            engine,
-        })
+        Ok(LogStore { engine })
     }
 
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
@@ -300,20 +239,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let w = self.engine.write();
-        for e in entries {
-            w.log
-                .insert(e.log_id.index.to_be_bytes(), encode(&e))
-                .map_err(write_err)?;
-        }
-        drop(w);
-        // Durability: the callback runs only after the flusher's fsync.
-        match self.flusher.tx.lock().as_ref() {
-            Some(tx) => tx
-                .send(callback)
-                .map_err(|_| write_err(std::io::Error::other("log flusher stopped"))),
-            None => Err(write_err(std::io::Error::other("log flusher stopped"))),
-        }
+        let backend = {
+            let w = self.engine.write();
+            for e in entries {
+                w.log
+                    .insert(e.log_id.index.to_be_bytes(), encode(&e))
+                    .map_err(write_err)?;
+            }
+            w.backend()
+        };
+        // Durability: the callback runs only after the flush. It blocks this
+        // worker thread, which is free to: openraft 0.9 awaits the callback
+        // before it does anything else, and the runtime's other workers take
+        // the other tasks. (A flusher thread of its own only added a thread
+        // hop, since no second append comes while one waits.) A defragment
+        // that switched since the entries were written copied them into the
+        // new generation and flushed it; flushing the old one is enough.
+        crate::crash::point(crate::crash::BEFORE_LOG_FLUSH);
+        let flushed = backend.db.flush().map(|_| ());
+        crate::crash::point(crate::crash::AFTER_LOG_FLUSH);
+        callback.log_io_completed(flushed.map_err(|e| std::io::Error::other(e.to_string())));
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {

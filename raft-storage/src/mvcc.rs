@@ -24,7 +24,7 @@
 //! - The revision rises by exactly 1 per txn that changes anything.
 //! - Apply is deterministic and never reads the clock.
 //! - The index is changed only under the `state` write lock, and readers
-//!   see it only after the batch that backs it is in sled.
+//!   see it only after the writes that back it are in sled.
 //! - Physical compaction only deletes revisions the index has forgotten.
 //!
 //! # Lock order

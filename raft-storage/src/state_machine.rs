@@ -18,7 +18,7 @@ use crate::mvcc::Store;
 use crate::snapshot::{self, INSTALLING};
 use crate::typ::{NodeId, Response, SnapshotFile, TypeConfig};
 
-/// Request bytes per sled batch when a call applies many entries.
+/// Request bytes per `Store::apply` when a call applies many entries.
 const APPLY_CHUNK_BYTES: usize = 128 << 10;
 
 /// openraft's state machine over the MVCC [`Store`].
@@ -215,8 +215,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // A member catching up gets thousands of entries in one call; one
         // sled batch for all of them would hold their pages beyond sled's
         // cache bound (1M puts took a new member to 1.4 GiB). So they are
-        // applied in parts of about APPLY_CHUNK_BYTES, each one sled batch
-        // with its own applied log id.
+        // applied in parts of about APPLY_CHUNK_BYTES, each one atomic
+        // `Store::apply` with its own applied log id.
         let mut responses = Vec::new();
         let mut part = Vec::new();
         let mut bytes = 0;
