@@ -8,6 +8,9 @@ use cairn_proto::etcdserverpb::{
     LeaseGrantRequest, LeaseKeepAliveRequest, LeaseTimeToLiveRequest, MemberAddRequest,
     MemberRemoveRequest, MemberUpdateRequest,
 };
+use cairn_proto::cairnpeer::peer_client::PeerClient;
+use cairn_proto::cairnpeer::SnapshotChunk;
+use openraft::{SnapshotMeta, Vote};
 use tokio_stream::StreamExt;
 
 use super::*;
@@ -89,6 +92,60 @@ async fn cut_off_follower_rejoins_quietly_on_cairn() {
         let status = cluster.member(i).status().await.expect("Status");
         assert_eq!(status.raft_term, term, "m{i}'s term");
     }
+}
+
+/// A snapshot that arrives damaged, or shorter than its sender said, is
+/// refused with InvalidArgument before openraft is asked to install it (a
+/// failed install would stop the member), and the member goes on
+/// following and applying.
+#[tokio::test]
+async fn damaged_snapshot_refused_on_cairn() {
+    let cluster = Cluster::start(Flavor::Cairn, 3, &[]).await;
+    let leader = cluster.leader().await;
+    let target = (0..3).find(|&i| i != leader).expect("a follower");
+    let before = cluster.member(target).status().await.expect("Status");
+    let cluster_id = before.header.as_ref().expect("a header").cluster_id;
+    let from = cluster.member(leader).id();
+    let header: (Vote<u64>, SnapshotMeta<u64, cairn_raft_storage::Member>) =
+        (Vote::new(before.raft_term, from), SnapshotMeta::default());
+    let header = postcard::to_stdvec(&header).expect("encodes");
+    let mut peer = PeerClient::connect(cluster.member(target).peer_url())
+        .await
+        .expect("the peer port answers");
+    let cases = [
+        (b"not a snapshot".to_vec(), 0, "refusing a snapshot"),
+        (b"short".to_vec(), 1000, "snapshot cut short: 5 of 1000 bytes"),
+    ];
+    for (data, total_bytes, want) in cases {
+        let chunk = SnapshotChunk {
+            cluster_id,
+            from,
+            header: header.clone(),
+            data,
+            total_bytes,
+        };
+        let refused = peer
+            .install_snapshot(tokio_stream::iter([chunk]))
+            .await
+            .expect_err("a damaged snapshot is refused");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+        assert!(refused.message().contains(want), "{refused:?}");
+    }
+
+    put(cluster.member(leader), "ds/after", "x").await;
+    let member = cluster.member(target);
+    eventually("the follower applies a later write", async || {
+        match get(member, "ds/after", Read::serializable()).await {
+            Ok(Some(_)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let after = member.status().await.expect("Status");
+    assert_eq!(
+        (after.leader, after.raft_term),
+        (before.leader, before.raft_term)
+    );
 }
 
 /// `hasleader: true` metadata makes a member without a leader refuse
