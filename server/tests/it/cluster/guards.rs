@@ -4,12 +4,12 @@
 
 use std::net::Ipv4Addr;
 
+use cairn_proto::cairnpeer::peer_client::PeerClient;
+use cairn_proto::cairnpeer::SnapshotChunk;
 use cairn_proto::etcdserverpb::{
     LeaseGrantRequest, LeaseKeepAliveRequest, LeaseTimeToLiveRequest, MemberAddRequest,
     MemberRemoveRequest, MemberUpdateRequest,
 };
-use cairn_proto::cairnpeer::peer_client::PeerClient;
-use cairn_proto::cairnpeer::SnapshotChunk;
 use openraft::{SnapshotMeta, Vote};
 use tokio_stream::StreamExt;
 
@@ -114,7 +114,11 @@ async fn damaged_snapshot_refused_on_cairn() {
         .expect("the peer port answers");
     let cases = [
         (b"not a snapshot".to_vec(), 0, "refusing a snapshot"),
-        (b"short".to_vec(), 1000, "snapshot cut short: 5 of 1000 bytes"),
+        (
+            b"short".to_vec(),
+            1000,
+            "snapshot cut short: 5 of 1000 bytes",
+        ),
     ];
     for (data, total_bytes, want) in cases {
         let chunk = SnapshotChunk {
