@@ -238,9 +238,9 @@ pub(crate) fn build(store: &Store, to: &Path) -> Result<Header> {
     for k in &alarms {
         w.record(k, &[])?;
     }
-    let f = w.finish()?.into_inner().map_err(|e| e.into_error())?;
-    // Durability: the file is whole on disk before it is renamed or sent.
-    f.sync_all()?;
+    // Not synced: only a snapshot saved as current must be durable (the
+    // caller syncs it before the rename); a backup is read back at once.
+    w.finish()?.into_inner().map_err(|e| e.into_error())?;
     Ok(header)
 }
 

@@ -110,13 +110,20 @@ impl StateMachine {
         })?;
         let mut current = self.current.lock();
         if *current < header.meta.last_log_id {
-            // Durability: the state the snapshot describes is on disk
-            // before the snapshot file is, so a restart never finds a
-            // snapshot ahead of its store (openraft refuses that state).
-            // (A defragment's switch flushes the new generation before it
-            // is current.)
-            self.store.shared.engine.backend().db.flush()?;
-            snapshot::rename(&self.dir, &tmp, snapshot::CURRENT)?;
+            let save = || -> Result<(), Error> {
+                // Durability: the file is whole on disk before it is
+                // renamed; and the state it describes is on disk before
+                // the file is, so a restart never finds a snapshot ahead of
+                // its store (openraft refuses that state). (A defragment's
+                // switch flushes the new generation before it is current.)
+                File::open(&tmp)?.sync_all()?;
+                self.store.shared.engine.backend().db.flush()?;
+                snapshot::rename(&self.dir, &tmp, snapshot::CURRENT)
+            };
+            if let Err(e) = save() {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
             *current = header.meta.last_log_id;
             Ok((
                 header,
