@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use cairn_proto::etcdserverpb::{PutRequest, RangeRequest, RangeResponse};
+use cairn_proto::etcdserverpb::{MoveLeaderRequest, PutRequest, RangeRequest, RangeResponse};
 use cairn_proto::mvccpb::KeyValue;
 use tokio::sync::watch;
 
@@ -101,6 +101,44 @@ async fn move_leader(flavor: Flavor) {
     );
     assert_eq!(cluster.leader().await, target);
     put(cluster.member(leader), "ml/after", "v").await;
+}
+
+/// Two MoveLeader calls at once, to different followers: both end, one of
+/// the members leads and takes writes, and the old leader, made leader
+/// again, takes writes too: its transfer ended with the last call (a count
+/// left above zero would refuse every proposal there).
+///
+/// Cairn only: which call wins, and how the other fails, is each server's
+/// own business.
+#[tokio::test]
+async fn concurrent_move_leader_on_cairn() {
+    let cluster = Cluster::start(Flavor::Cairn, 3, &[]).await;
+    let old = cluster.leader().await;
+    let call = |to: usize| {
+        let mut maintenance = cluster.member(old).maintenance();
+        let target_id = cluster.member(to).id();
+        async move {
+            maintenance
+                .move_leader(MoveLeaderRequest { target_id })
+                .await
+        }
+    };
+    let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+    let (a, b) = tokio::join!(call(others[0]), call(others[1]));
+    eprintln!("move-leader answers: {a:?} / {b:?}");
+    let now = cluster.leader().await;
+    put(cluster.member(now), "cml/after", "v").await;
+    if now != old {
+        let target_id = cluster.member(old).id();
+        cluster
+            .member(now)
+            .maintenance()
+            .move_leader(MoveLeaderRequest { target_id })
+            .await
+            .expect("leadership back to the old leader");
+        assert_eq!(cluster.leader().await, old);
+    }
+    put(cluster.member(old), "cml/back", "v").await;
 }
 
 /// Disaster recovery: two of three members are lost for good; the
