@@ -119,8 +119,7 @@ pub(crate) fn clean_scratch(dir: &Path) -> Result<()> {
 pub(crate) fn rename(dir: &Path, from: &Path, name: &str) -> Result<()> {
     fs::rename(from, path(dir, name))?;
     // Durability: the rename is on disk before anyone relies on it.
-    File::open(snap_dir(dir))?.sync_all()?;
-    Ok(())
+    crate::engine::sync_dir(&snap_dir(dir))
 }
 
 /// Writes a snapshot: the header, the records, then the checksum.
