@@ -55,10 +55,6 @@ const MAGIC: &[u8; 8] = b"CAIRNSNP";
 const VERSION: u32 = 1;
 /// The `raft` tree key that marks an install in progress.
 pub(crate) const INSTALLING: &[u8] = b"installing";
-/// Records per sled batch while a snapshot loads. sled holds a batch's
-/// pages beyond its cache bound: loading 1M records in batches of 4096 took
-/// 1.9 GiB, in batches of 512 (or 1024) 340 MiB.
-const LOAD_BATCH: usize = 512;
 /// IO buffer for snapshot files.
 const BUF: usize = 256 << 10;
 
@@ -380,22 +376,19 @@ pub(crate) fn load_into(store: &Store, tree: &sled::Tree, p: &Path) -> Result<()
     let mut st = s.state.write();
     let gate = s.comp.gate.write();
     tree.clear()?;
-    let mut batch = sled::Batch::default();
-    let mut n = 0;
+    // Plain inserts, not sled batches: a crash mid-load leaves the
+    // INSTALLING marker, and open loads the file again from scratch, so
+    // atomicity adds nothing here. A batch would cost two synced writes
+    // and stop every sled reader in the process while it applies.
     let h = open_file(p)?.for_each(|k, v| {
-        batch.insert(k, v);
-        n += 1;
-        if n % LOAD_BATCH == 0 {
-            tree.apply_batch(std::mem::take(&mut batch))?;
-        }
+        tree.insert(k, v)?;
         Ok(())
     })?;
-    batch.insert(META_APPLIED, encode_postcard(&h.meta.last_log_id));
-    batch.insert(META_MEMBERSHIP, encode_postcard(&h.meta.last_membership));
-    batch.insert(META_REV, &h.revision.to_be_bytes());
-    batch.insert(META_COMPACT, &h.compact.to_be_bytes());
-    batch.insert(META_COMPACT_DONE, &h.compact_done.to_be_bytes());
-    tree.apply_batch(batch)?;
+    tree.insert(META_APPLIED, encode_postcard(&h.meta.last_log_id))?;
+    tree.insert(META_MEMBERSHIP, encode_postcard(&h.meta.last_membership))?;
+    tree.insert(META_REV, &h.revision.to_be_bytes())?;
+    tree.insert(META_COMPACT, &h.compact.to_be_bytes())?;
+    tree.insert(META_COMPACT_DONE, &h.compact_done.to_be_bytes())?;
     drop(gate);
     store.reload(&mut st, tree)?;
     drop(st);

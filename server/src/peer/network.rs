@@ -16,15 +16,15 @@ use cairn_proto::cairnpeer::SnapshotChunk;
 use cairn_raft_storage::{Member, NodeId, TypeConfig};
 use futures::StreamExt;
 use openraft::error::{
-    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
-    StreamingError, Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    ReplicationClosed, StreamingError, Unreachable,
 };
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::{Snapshot, StorageIOError, Vote};
+use openraft::{Entry, EntryPayload, Snapshot, StorageIOError, Vote};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tonic::transport::Channel;
 
@@ -33,6 +33,13 @@ use crate::cluster::Connected;
 
 /// Slices of a snapshot on the wire.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// The most entry bytes one AppendEntries carries (beyond its first
+/// entry), as etcd's 1 MiB per message. openraft 0.9 limits a call only by
+/// entry count (300), and one entry may hold a batch of requests up to
+/// 2 MiB, while each call must be answered within a heartbeat interval: a
+/// lagging member sent megabytes timed out, and was sent the same again,
+/// for seconds.
+const MAX_APPEND_BYTES: usize = 1 << 20;
 
 /// Builds a [`PeerConnection`] for each member openraft replicates to.
 #[derive(Debug, Clone)]
@@ -115,12 +122,34 @@ impl PeerConnection {
     }
 }
 
+/// How many of `entries`, from the first, fit in `budget` bytes; always at
+/// least one.
+fn entries_within(entries: &[Entry<TypeConfig>], budget: usize) -> usize {
+    let mut bytes = 0;
+    let over = entries.iter().position(|e| {
+        bytes += match &e.payload {
+            EntryPayload::Normal(request) => request.encoded_len(),
+            EntryPayload::Blank | EntryPayload::Membership(_) => 0,
+        };
+        bytes > budget
+    });
+    over.map_or(entries.len(), |i| i.max(1))
+}
+
 impl RaftNetwork<TypeConfig> for PeerConnection {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        let fit = entries_within(&rpc.entries, MAX_APPEND_BYTES);
+        if fit < rpc.entries.len() {
+            // openraft sends the first `fit` at once, and as few for the
+            // next several calls.
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fit as u64),
+            ));
+        }
         let response = self
             .call(&rpc, &option, |mut c, r| async move {
                 c.append_entries(r).await
@@ -241,5 +270,45 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
                 .saturating_mul(1 << i.min(3))
                 .min(Duration::from_secs(1))
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_proto::etcdserverpb::PutRequest;
+    use cairn_raft_storage::Request;
+    use openraft::{CommittedLeaderId, LogId};
+
+    use super::*;
+
+    fn put(value_bytes: usize) -> Request {
+        Request::Put(PutRequest {
+            key: b"k".to_vec(),
+            value: vec![b'v'; value_bytes],
+            ..Default::default()
+        })
+    }
+
+    fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload,
+        }
+    }
+
+    /// An AppendEntries carries entries up to the byte budget, and always
+    /// its first entry, however big.
+    #[test]
+    fn entries_are_cut_at_the_byte_budget() {
+        let size = put(1000).encoded_len();
+        let mut entries = vec![entry(1, EntryPayload::Blank)];
+        entries.extend((2..=11).map(|i| entry(i, EntryPayload::Normal(put(1000)))));
+        assert_eq!(entries_within(&entries, 10 * size), 11);
+        assert_eq!(entries_within(&entries, 10 * size - 1), 10);
+        assert_eq!(entries_within(&entries, 3 * size), 4);
+        assert_eq!(entries_within(&entries[1..], 10), 1);
+        let huge = [entry(1, EntryPayload::Normal(put(4 << 20)))];
+        assert_eq!(entries_within(&huge, MAX_APPEND_BYTES), 1);
+        assert_eq!(entries_within(&[], MAX_APPEND_BYTES), 0);
     }
 }
