@@ -174,17 +174,9 @@ fn read_exact(r: &mut impl Read, buf: &mut [u8]) -> Result<()> {
     })
 }
 
-/// Checks the size and the trailing digest of backup file `f`, as
-/// `etcdctl snapshot save` does, then the prefix; returns the snapshot's
-/// length. `f` is left where the snapshot begins.
-fn unwrap(f: &mut File) -> Result<u64> {
-    let size = f.metadata()?.len();
-    if size < (BLOCK + DIGEST_LEN) as u64 || size % BLOCK as u64 != DIGEST_LEN as u64 {
-        return Err(bad(&format!(
-            "size {size} is not a multiple of {BLOCK} plus a {DIGEST_LEN}-byte digest"
-        )));
-    }
-    let data = size - DIGEST_LEN as u64;
+/// Checks that the SHA-256 of the first `data` bytes of `f` is the digest
+/// that follows them.
+fn check_digest(f: &mut File, data: u64) -> Result<()> {
     f.seek(SeekFrom::Start(0))?;
     let mut sha = Sha256::new();
     let mut r = BufReader::with_capacity(256 << 10, &mut *f).take(data);
@@ -200,6 +192,23 @@ fn unwrap(f: &mut File) -> Result<u64> {
     read_exact(r.get_mut(), &mut digest)?;
     if sha.finalize().as_slice() != digest {
         return Err(bad("SHA-256 digest mismatch"));
+    }
+    Ok(())
+}
+
+/// Checks the size and, if `digest`, the trailing digest of backup file
+/// `f`, as `etcdctl snapshot save` does, then the prefix; returns the
+/// snapshot's length. `f` is left where the snapshot begins.
+fn unwrap(f: &mut File, digest: bool) -> Result<u64> {
+    let size = f.metadata()?.len();
+    if size < (BLOCK + DIGEST_LEN) as u64 || size % BLOCK as u64 != DIGEST_LEN as u64 {
+        return Err(bad(&format!(
+            "size {size} is not a multiple of {BLOCK} plus a {DIGEST_LEN}-byte digest"
+        )));
+    }
+    let data = size - DIGEST_LEN as u64;
+    if digest {
+        check_digest(f, data)?;
     }
     f.seek(SeekFrom::Start(0))?;
     let mut prefix = [0u8; PREFIX_LEN];
@@ -226,11 +235,12 @@ fn unwrap(f: &mut File) -> Result<u64> {
     Ok(len)
 }
 
-/// Opens backup file `p`: checks it as [`unwrap`] does and returns a
+/// Opens backup file `p`: checks it as [`unwrap`] does (the digest if
+/// `digest`) and returns a
 /// reader of the snapshot inside.
-fn open_snapshot(p: &Path) -> Result<snapshot::Reader<io::Take<BufReader<File>>>> {
+fn open_snapshot(p: &Path, digest: bool) -> Result<snapshot::Reader<io::Take<BufReader<File>>>> {
     let mut f = File::open(p)?;
-    let len = unwrap(&mut f)?;
+    let len = unwrap(&mut f, digest)?;
     snapshot::Reader::new(BufReader::with_capacity(256 << 10, f).take(len)).map_err(as_backup)
 }
 
@@ -238,29 +248,22 @@ fn open_snapshot(p: &Path) -> Result<snapshot::Reader<io::Take<BufReader<File>>>
 /// checksum and structure, and its internal consistency (every record at
 /// or below the backup's revision, in order, its `mod_revision` its own,
 /// versions and create revisions sane, every live key's lease present).
-/// The file is read in passes (digest, checksum, content), never held in
+/// The file is read twice (the digest, then the records), never held in
 /// memory.
 ///
 /// # Errors
-/// [`Error::BadBackup`] naming the first problem found; IO errors.
+/// [`Error::BadBackup`] naming the problem: damage (the digest, the
+/// snapshot's structure or checksum) before any content problem, since
+/// damaged bytes read as nonsense; IO errors.
 pub fn verify(p: &Path) -> Result<BackupInfo> {
-    open_snapshot(p)?
-        .for_each(|_, _| Ok(()))
-        .map_err(as_backup)?;
-    let r = open_snapshot(p)?;
+    let r = open_snapshot(p, true)?;
     let h = r.header.clone();
-    if h.compact > h.revision || h.compact_done > h.compact {
-        return Err(bad(&format!(
-            "compact revision {} (done {}) above revision {}",
-            h.compact, h.compact_done, h.revision
-        )));
-    }
     let mut hasher = crc32fast::Hasher::new();
     let (mut revisions, mut last) = (0u64, None::<Revision>);
     let mut live: HashMap<Vec<u8>, i64> = HashMap::new();
     let mut leases = BTreeSet::new();
     let mut alarms = Vec::new();
-    r.for_each(|k, v| {
+    let mut check = |k: &[u8], v: &[u8]| -> Result<()> {
         hasher.update(k);
         hasher.update(v);
         if let Some((rev, tombstone)) = Revision::from_key(k) {
@@ -308,8 +311,25 @@ pub fn verify(p: &Path) -> Result<BackupInfo> {
             leases.insert(id);
         }
         Ok(())
+    };
+    // The first content problem, reported once the checksum has passed.
+    let mut problem = None;
+    r.for_each(|k, v| {
+        if problem.is_none() {
+            problem = check(k, v).err();
+        }
+        Ok(())
     })
     .map_err(as_backup)?;
+    if let Some(e) = problem {
+        return Err(e);
+    }
+    if h.compact > h.revision || h.compact_done > h.compact {
+        return Err(bad(&format!(
+            "compact revision {} (done {}) above revision {}",
+            h.compact, h.compact_done, h.revision
+        )));
+    }
     if let Some((key, lease)) = live.iter().find(|(_, l)| **l != 0 && !leases.contains(*l)) {
         return Err(bad(&format!(
             "key {:?} is attached to lease {lease:x}, which is missing",
@@ -357,7 +377,9 @@ pub fn restore(
     if crate::engine::holds_database(dir) {
         return Err(bad(&format!("{} already holds a database", dir.display())));
     }
-    let r = open_snapshot(p)?;
+    // The digest was checked just now; the copy below checks the
+    // snapshot's checksum again as it reads.
+    let r = open_snapshot(p, false)?;
     let mut header = r.header.clone();
     let last = header
         .meta
@@ -466,6 +488,63 @@ mod tests {
         forged.extend_from_slice(&digest);
         let err = check(&forged).unwrap_err().to_string();
         assert!(err.contains("checksum"), "{err}");
+    }
+
+    /// Wraps snapshot bytes in a backup's envelope (prefix, zero padding
+    /// to a block, SHA-256), as `Store::backup` does.
+    fn envelope(snap: &[u8]) -> Vec<u8> {
+        let mut b = MAGIC.to_vec();
+        b.extend_from_slice(&VERSION.to_be_bytes());
+        b.extend_from_slice(&(snap.len() as u64).to_be_bytes());
+        b.extend_from_slice(snap);
+        b.resize(b.len().div_ceil(BLOCK) * BLOCK, 0);
+        let digest = Sha256::digest(&b);
+        b.extend_from_slice(&digest);
+        b
+    }
+
+    /// A backup whose content is wrong fails verify with what is wrong:
+    /// two revisions swapped, or a key's lease record left out. One whose
+    /// checksum is wrong as well is reported as damaged, although its
+    /// first wrong record comes before the checksum.
+    #[test]
+    fn verify_reports_damage_before_content_problems() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = take(&store_with_data(dir.path()).store);
+        let mut r = open_snapshot(&write(dir.path(), "whole", &b), true).unwrap();
+        let header = r.header.clone();
+        let (mut k, mut v, mut records) = (Vec::new(), Vec::new(), Vec::new());
+        while r.next(&mut k, &mut v).unwrap() {
+            records.push((k.clone(), v.clone()));
+        }
+        let rewrite = |records: &[(Vec<u8>, Vec<u8>)]| {
+            let mut header = header.clone();
+            header.entries = records.len() as u64;
+            let mut w = snapshot::Writer::new(Vec::new(), &header).unwrap();
+            for (k, v) in records {
+                w.record(k, v).unwrap();
+            }
+            w.finish().unwrap()
+        };
+        let check = |snap: &[u8]| verify(&write(dir.path(), "x", &envelope(snap)));
+        assert!(check(&rewrite(&records)).is_ok());
+
+        let mut swapped = records.clone();
+        swapped.swap(0, 1);
+        let snap = rewrite(&swapped);
+        let err = check(&snap).unwrap_err().to_string();
+        assert!(err.contains("out of order"), "{err}");
+        let mut damaged = snap.clone();
+        *damaged.last_mut().unwrap() ^= 1;
+        let err = check(&damaged).unwrap_err().to_string();
+        assert!(err.contains("checksum"), "{err}");
+
+        let no_lease: Vec<_> = records
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with(lease::PREFIX))
+            .collect();
+        let err = check(&rewrite(&no_lease)).unwrap_err().to_string();
+        assert!(err.contains("lease 7, which is missing"), "{err}");
     }
 
     #[test]
