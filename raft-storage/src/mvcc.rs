@@ -719,27 +719,26 @@ impl Store {
         (st.applied, st.membership.clone())
     }
 
-    /// Re-reads the state from `tree` after a snapshot was loaded into
-    /// it. The caller holds the state write lock (`st`) and a write guard.
-    pub(crate) fn reload(&self, st: &mut State, tree: &sled::Tree) -> Result<()> {
+    /// Takes the state a snapshot's load rebuilt (see [`Rebuild`]). The
+    /// caller holds the state write lock (`st`) and a write guard.
+    pub(crate) fn reload(&self, st: &mut State, loaded: Loaded) {
         let Loaded {
             state,
             done,
             resume,
             in_use,
-        } = load_state(tree)?;
+        } = loaded;
         *st = state;
         self.shared.comp.in_use.store(in_use, Ordering::SeqCst);
         self.shared.comp.compacted.send_replace(done);
         if let Some(job) = resume {
             self.schedule(job);
         }
-        Ok(())
     }
 }
 
 /// What [`load_state`] read back.
-struct Loaded {
+pub(crate) struct Loaded {
     state: State,
     /// The revision physical compaction had finished at.
     done: i64,
@@ -749,36 +748,60 @@ struct Loaded {
     in_use: u64,
 }
 
-/// Reads meta, rebuilds the index from every change on disk, and compacts
-/// it at the compact revision (once: that also yields what a resumed
-/// physical compaction must keep).
-fn load_state(tree: &sled::Tree) -> Result<Loaded> {
-    let mut st = State {
-        current: read_i64(tree, META_REV)?.unwrap_or(1),
-        compact: read_i64(tree, META_COMPACT)?.unwrap_or(0),
-        applied: read_postcard(tree, META_APPLIED)?.flatten(),
-        membership: read_postcard(tree, META_MEMBERSHIP)?.unwrap_or_default(),
-        index: Index::default(),
-        leases: Leases::default(),
-        alarms: BTreeSet::new(),
-    };
-    for item in tree.scan_prefix(lease::PREFIX) {
-        let (k, v) = item?;
-        st.leases.restore(&k, &v)?;
+/// Rebuilds the state (index, leases, alarms) from the store's records,
+/// fed one by one: from the tree at open, or from a snapshot file as it
+/// loads (which saves a second pass over a freshly loaded tree). Revision
+/// records must come in revision order; lease and alarm records in any
+/// order.
+pub(crate) struct Rebuild {
+    st: State,
+    in_use: u64,
+    /// The lease of each key's newest value, for keys whose newest change
+    /// is a put with a lease: their attachments.
+    attached: HashMap<Vec<u8>, i64>,
+}
+
+impl Rebuild {
+    /// Starts from the meta: the current and compact revisions, the applied
+    /// log id and the membership.
+    pub(crate) fn new(
+        current: i64,
+        compact: i64,
+        applied: Option<LogId<NodeId>>,
+        membership: Membership,
+    ) -> Self {
+        Rebuild {
+            st: State {
+                current,
+                compact,
+                applied,
+                membership,
+                index: Index::default(),
+                leases: Leases::default(),
+                alarms: BTreeSet::new(),
+            },
+            in_use: 0,
+            attached: HashMap::new(),
+        }
     }
-    for item in tree.scan_prefix(ALARM_PREFIX) {
-        let (k, _) = item?;
+
+    /// Takes one record of the `mvcc` tree (not a meta record).
+    pub(crate) fn record(&mut self, k: &[u8], v: &[u8]) -> Result<()> {
+        if k.first() == Some(&revision::PREFIX) {
+            return self.revision(k, v);
+        }
+        if k.starts_with(lease::PREFIX) {
+            return self.st.leases.restore(k, v);
+        }
         let alarm =
-            parse_alarm_key(&k).ok_or_else(|| Error::Corruption(format!("bad alarm key {k:?}")))?;
-        st.alarms.insert(alarm);
+            parse_alarm_key(k).ok_or_else(|| Error::Corruption(format!("bad record key {k:?}")))?;
+        self.st.alarms.insert(alarm);
+        Ok(())
     }
-    let mut in_use = 0u64;
-    // The lease of each key's newest value, for keys whose newest change
-    // is a put with a lease: their attachments.
-    let mut attached: HashMap<Vec<u8>, i64> = HashMap::new();
-    for item in tree.scan_prefix([revision::PREFIX]) {
-        let (k, v) = item?;
-        let (rev, tombstone) = Revision::from_key(&k)
+
+    fn revision(&mut self, k: &[u8], v: &[u8]) -> Result<()> {
+        let st = &mut self.st;
+        let (rev, tombstone) = Revision::from_key(k)
             .ok_or_else(|| Error::Corruption(format!("bad revision key {k:?}")))?;
         if rev.main > st.current {
             return Err(Error::Corruption(format!(
@@ -786,38 +809,66 @@ fn load_state(tree: &sled::Tree) -> Result<Loaded> {
                 rev.main, st.current
             )));
         }
-        in_use += record_bytes(&k, &v);
-        let kv = decode_kv(rev, &v)?;
+        self.in_use += record_bytes(k, v);
+        let kv = decode_kv(rev, v)?;
         st.index
             .restore(&kv.key, rev, tombstone, kv.create_revision, kv.version);
         if tombstone || kv.lease == 0 {
-            attached.remove(&kv.key);
+            self.attached.remove(&kv.key);
         } else {
-            attached.insert(kv.key, kv.lease);
+            self.attached.insert(kv.key, kv.lease);
+        }
+        Ok(())
+    }
+
+    /// Attaches keys to their leases and compacts the index at the compact
+    /// revision (once: that also yields what a resumed physical compaction
+    /// must keep). `done` is the revision physical compaction finished at.
+    pub(crate) fn finish(self, done: i64) -> Result<Loaded> {
+        let Rebuild {
+            mut st,
+            attached,
+            in_use,
+        } = self;
+        for (key, lease) in attached {
+            st.leases.restore_key(&key, lease)?;
+        }
+        let mut resume = None;
+        if st.compact > 0 {
+            // Forget what a compaction had removed from the index before a
+            // restart; the caller resumes the physical part if it was cut short.
+            let keep = st.index.compact(st.compact);
+            if st.compact > done {
+                resume = Some(Job {
+                    rev: st.compact,
+                    keep,
+                });
+            }
+        }
+        Ok(Loaded {
+            state: st,
+            done,
+            resume,
+            in_use,
+        })
+    }
+}
+
+/// Reads meta and rebuilds the state from every record on disk.
+fn load_state(tree: &sled::Tree) -> Result<Loaded> {
+    let mut rebuild = Rebuild::new(
+        read_i64(tree, META_REV)?.unwrap_or(1),
+        read_i64(tree, META_COMPACT)?.unwrap_or(0),
+        read_postcard(tree, META_APPLIED)?.flatten(),
+        read_postcard(tree, META_MEMBERSHIP)?.unwrap_or_default(),
+    );
+    for prefix in [lease::PREFIX, ALARM_PREFIX, &[revision::PREFIX]] {
+        for item in tree.scan_prefix(prefix) {
+            let (k, v) = item?;
+            rebuild.record(&k, &v)?;
         }
     }
-    for (key, lease) in attached {
-        st.leases.restore_key(&key, lease)?;
-    }
-    let done = read_i64(tree, META_COMPACT_DONE)?.unwrap_or(0);
-    let mut resume = None;
-    if st.compact > 0 {
-        // Forget what a compaction had removed from the index before a
-        // restart; the caller resumes the physical part if it was cut short.
-        let keep = st.index.compact(st.compact);
-        if st.compact > done {
-            resume = Some(Job {
-                rev: st.compact,
-                keep,
-            });
-        }
-    }
-    Ok(Loaded {
-        state: st,
-        done,
-        resume,
-        in_use,
-    })
+    rebuild.finish(read_i64(tree, META_COMPACT_DONE)?.unwrap_or(0))
 }
 
 fn fetch(tree: &sled::Tree, rev: Revision) -> Result<KeyValue> {
@@ -1885,6 +1936,75 @@ mod tests {
         let tree = other.shared.engine.backend().mvcc.clone();
         crate::snapshot::load_into(&other, &tree, &built).unwrap();
         want(&other);
+    }
+
+    /// The state an install rebuilds as it loads is the state an open
+    /// reads from the loaded tree: revisions, the compact revision, the
+    /// index (history, tombstones, versions), alarms and the hash.
+    #[test]
+    fn an_install_rebuilds_what_an_open_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = Store::on(&db).unwrap();
+        let mut entries: Vec<_> = (1..=30u64)
+            .map(|i| put(i, &format!("k{}", i % 4)))
+            .collect();
+        entries.push(delete(31, "k1"));
+        entries.push(entry(
+            32,
+            Request::Compaction(CompactionRequest {
+                revision: 20,
+                physical: false,
+            }),
+        ));
+        entries.push(put(33, "k1"));
+        entries.push(entry(
+            34,
+            Request::Alarm(AlarmRequest {
+                action: AlarmAction::Activate as i32,
+                member_id: 5,
+                alarm: AlarmType::Nospace as i32,
+            }),
+        ));
+        store.apply(entries).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let built = scratch.path().join("built");
+        crate::snapshot::build(&store, &built).unwrap();
+
+        let dir2 = tempfile::tempdir().unwrap();
+        let db2 = sled::open(dir2.path()).unwrap();
+        let other = Store::on(&db2).unwrap();
+        other.apply(vec![put(1, "gone")]).unwrap();
+        let tree = other.shared.engine.backend().mvcc.clone();
+        crate::snapshot::load_into(&other, &tree, &built).unwrap();
+        let reopened = Store::on(&db2).unwrap();
+        let seen = |s: &Store| {
+            let at = |rev| {
+                s.range(&RangeRequest {
+                    key: vec![0],
+                    range_end: vec![0],
+                    revision: rev,
+                    ..Default::default()
+                })
+                .map(|r| r.kvs)
+            };
+            (
+                s.revision(),
+                s.compact_revision(),
+                at(0).unwrap(),
+                at(25).unwrap(),
+                at(20).unwrap(),
+                matches!(at(19), Err(Error::Compacted)),
+                s.alarms(),
+                s.hash_kv(0).unwrap(),
+            )
+        };
+        let want = seen(&store);
+        assert_eq!(want.1, 20);
+        assert!(want.5);
+        assert_eq!(want.6, [(5, AlarmType::Nospace as i32)]);
+        assert_eq!(seen(&other), want);
+        assert_eq!(seen(&reopened), want);
     }
 
     /// While a snapshot build holds a pause, physical compaction deletes

@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::lease;
 use crate::mvcc::{
-    alarm_key, encode_postcard, parse_alarm_key, Store, META_APPLIED, META_COMPACT,
+    alarm_key, encode_postcard, parse_alarm_key, Rebuild, Store, META_APPLIED, META_COMPACT,
     META_COMPACT_DONE, META_MEMBERSHIP, META_REV,
 };
 use crate::revision::{self, Revision};
@@ -380,9 +380,17 @@ pub(crate) fn load_into(store: &Store, tree: &sled::Tree, p: &Path) -> Result<()
     // INSTALLING marker, and open loads the file again from scratch, so
     // atomicity adds nothing here. A batch would cost two synced writes
     // and stop every sled reader in the process while it applies.
-    let h = open_file(p)?.for_each(|k, v| {
+    let r = open_file(p)?;
+    let h = r.header.clone();
+    let mut rebuild = Rebuild::new(
+        h.revision,
+        h.compact,
+        h.meta.last_log_id,
+        h.meta.last_membership.clone(),
+    );
+    r.for_each(|k, v| {
         tree.insert(k, v)?;
-        Ok(())
+        rebuild.record(k, v)
     })?;
     tree.insert(META_APPLIED, encode_postcard(&h.meta.last_log_id))?;
     tree.insert(META_MEMBERSHIP, encode_postcard(&h.meta.last_membership))?;
@@ -390,7 +398,7 @@ pub(crate) fn load_into(store: &Store, tree: &sled::Tree, p: &Path) -> Result<()
     tree.insert(META_COMPACT, &h.compact.to_be_bytes())?;
     tree.insert(META_COMPACT_DONE, &h.compact_done.to_be_bytes())?;
     drop(gate);
-    store.reload(&mut st, tree)?;
+    store.reload(&mut st, rebuild.finish(h.compact_done)?);
     drop(st);
     store.notify_replaced();
     Ok(())
