@@ -236,8 +236,7 @@ fn unwrap(f: &mut File, digest: bool) -> Result<u64> {
 }
 
 /// Opens backup file `p`: checks it as [`unwrap`] does (the digest if
-/// `digest`) and returns a
-/// reader of the snapshot inside.
+/// `digest`) and returns a reader of the snapshot inside.
 fn open_snapshot(p: &Path, digest: bool) -> Result<snapshot::Reader<io::Take<BufReader<File>>>> {
     let mut f = File::open(p)?;
     let len = unwrap(&mut f, digest)?;

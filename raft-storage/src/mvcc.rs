@@ -737,7 +737,7 @@ impl Store {
     }
 }
 
-/// What [`load_state`] read back.
+/// The state a [`Rebuild`] produced.
 pub(crate) struct Loaded {
     state: State,
     /// The revision physical compaction had finished at.
