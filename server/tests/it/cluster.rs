@@ -931,3 +931,14 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> Result<(), Strin
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Waits until `member` serves `key` in a serializable read ([`eventually`]).
+async fn until_served(what: &str, member: &Member, key: &str) {
+    eventually(what, async || {
+        match get(member, key, Read::serializable()).await {
+            Ok(Some(_)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}

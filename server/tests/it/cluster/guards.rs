@@ -80,13 +80,7 @@ async fn cut_off_follower_rejoins_quietly_on_cairn() {
     );
 
     drop(partition);
-    eventually("the follower catches up", async || {
-        match get(member, "pv/during", Read::serializable()).await {
-            Ok(Some(_)) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    until_served("the follower catches up", member, "pv/during").await;
     assert_eq!(cluster.leader().await, leader, "the leader was deposed");
     for i in 0..3 {
         let status = cluster.member(i).status().await.expect("Status");
@@ -138,13 +132,7 @@ async fn damaged_snapshot_refused_on_cairn() {
 
     put(cluster.member(leader), "ds/after", "x").await;
     let member = cluster.member(target);
-    eventually("the follower applies a later write", async || {
-        match get(member, "ds/after", Read::serializable()).await {
-            Ok(Some(_)) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    until_served("the follower applies a later write", member, "ds/after").await;
     let after = member.status().await.expect("Status");
     assert_eq!(
         (after.leader, after.raft_term),
@@ -160,13 +148,7 @@ async fn has_leader_metadata(flavor: Flavor) {
     let survivor = (0..3).find(|&i| i != leader).expect("a follower");
     put(cluster.member(leader), "hl/k", "v").await;
     let member = cluster.member(survivor);
-    eventually("the survivor has the key", async || {
-        match get(member, "hl/k", Read::serializable()).await {
-            Ok(Some(_)) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    until_served("the survivor has the key", member, "hl/k").await;
     for i in (0..3).filter(|&i| i != survivor) {
         cluster.kill(i);
     }
