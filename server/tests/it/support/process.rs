@@ -14,6 +14,8 @@ use std::fs::{self, File};
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use cairn_proto::etcdserverpb::kv_client::KvClient;
@@ -189,14 +191,11 @@ struct Ports {
 }
 
 impl Ports {
-    /// Two distinct ports that were free a moment ago: bound to port 0 and
-    /// released. Both listeners are held together so they differ.
+    /// Two ports no other server in this test process has been given.
     fn free() -> Self {
-        let client = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free port");
-        let peer = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free port");
         Self {
-            client: client.local_addr().expect("bound").port(),
-            peer: peer.local_addr().expect("bound").port(),
+            client: unused_port(),
+            peer: unused_port(),
         }
     }
 
@@ -223,6 +222,36 @@ impl Ports {
             "--initial-cluster".into(),
             format!("default={peer}"),
         ]
+    }
+}
+
+/// The first port [`unused_port`] may hand out, and one past its last. The
+/// range lies below Linux's ephemeral range (32768–60999), where the kernel
+/// picks the local port of every outgoing connection and of every bind to
+/// port 0. A port from that range, checked free and released, could be
+/// taken by a test client's connection before the server binds it; CI saw
+/// etcd exit with "address already in use" that way.
+const PORTS: (u16, u16) = (20_000, 32_000);
+
+/// A loopback port that was free a moment ago and is handed out once per
+/// test process. Processes start at different points of [`PORTS`], so two
+/// test runs on one machine are unlikely to meet either; the bind check
+/// skips a port something else holds.
+fn unused_port() -> u16 {
+    static NEXT: LazyLock<AtomicU16> = LazyLock::new(|| {
+        let span = u32::from(PORTS.1 - PORTS.0);
+        let offset = std::process::id() % span;
+        AtomicU16::new(PORTS.0 + u16::try_from(offset).expect("below the span"))
+    });
+    loop {
+        let port = NEXT
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                Some(if p + 1 >= PORTS.1 { PORTS.0 } else { p + 1 })
+            })
+            .expect("the update always succeeds");
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
     }
 }
 
