@@ -6,7 +6,8 @@
 # timeout are both servers' defaults; $server_flags (split on spaces) are
 # added to every member's flags.
 # After `start NAME`, $pids are the members' pids, $pid the first one's,
-# and $endpoints their client URLs, comma-separated.
+# and $endpoints their client URLs, comma-separated. $cairn_bin picks the
+# cairn binary (default target/release/cairn), for A/B runs.
 # `run SERVER NAME ARGS...` does one measured run: a fresh cluster, then
 # the load loop `$load` against it (with `--pid` when `$pass_pid` is set),
 # as one JSON line tagged with $round and NAME.
@@ -43,7 +44,7 @@ start() { # name -> starts the members in the background
     local more; read -ra more <<<"${server_flags:-}"
     flags+=("${more[@]}")
     case $1 in
-      cairn) target/release/cairn "${flags[@]}" >"$work/m$i.log" 2>&1 & ;;
+      cairn) "${cairn_bin:-target/release/cairn}" "${flags[@]}" >"$work/m$i.log" 2>&1 & ;;
       etcd) etcd "${flags[@]}" >"$work/m$i.log" 2>&1 & ;;
       etcd35) /opt/etcd-3.5/etcd "${flags[@]}" >"$work/m$i.log" 2>&1 & ;;
     esac

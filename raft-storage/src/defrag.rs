@@ -7,17 +7,16 @@
 //! # Steps
 //! 1. Take the defragment lock (one at a time) and `Shared::copies`
 //!    exclusively (no snapshot build or install runs meanwhile), and pause
-//!    physical compaction. With writes blocked for a moment, reset the
-//!    truncate mark and note the current revision R and the last log
-//!    index L.
+//!    physical compaction. Note the current revision R.
 //! 2. While writes go on, copy the revision records up to R (they never
-//!    change while compaction is paused and no install runs) and the log
-//!    entries up to L; flush the new generation every 1024 records.
+//!    change while compaction is paused and no install runs); flush the
+//!    new generation every 1024 records.
 //! 3. Block writes ([`Engine::block_writes`]). Copy what may have changed:
-//!    the revision records above R, the meta, lease and alarm records, the
-//!    `raft` tree, and the log from L + 1 (from the lowest index a truncate
-//!    removed, if lower); remove from the copy the entries purge removed
-//!    since. Flush the new generation.
+//!    the revision records above R, the meta, lease and alarm records, and
+//!    the `raft` tree. Sync the new generation ([`Engine::sync`]).
+//!
+//! The Raft log is not in sled (see `wal`), so a defragment never copies
+//! it.
 //! 4. Sync the new generation's directory, point `db-current` at it
 //!    (temporary file, fsync, rename, directory fsync; if that last fsync
 //!    fails, point back at the old one), switch the engine to it, and
@@ -34,13 +33,12 @@
 //! before the switch (flushed in step 3) and everything after.
 //!
 //! # What blocks
-//! Writes (apply, log append, truncate and purge, votes, physical
-//! compaction) wait during steps 3 and 4 only (and a moment in step 1): in-flight writes
-//! drain, then the copy of what the first pass could not take, one flush of
-//! it, and two fsyncs. Reads never wait.
+//! Writes to sled (apply, physical compaction) wait during steps 3 and 4
+//! only: in-flight writes drain, then the copy of what the first pass could
+//! not take, one sync of it, and two fsyncs. Reads and the Raft log never
+//! wait.
 
 use std::ops::RangeBounds;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -134,17 +132,9 @@ fn copy_and_switch(store: &Store, new: Backend) -> Result<Switched> {
     let engine: &Engine = &store.shared.engine;
     let comp = &store.shared.comp;
 
-    // Step 1, with writes blocked for a moment: a truncate that began
-    // before the mark is reset would otherwise go unnoticed.
+    // Step 1.
     let _pause = comp.pause();
-    let (old, r, l) = {
-        let _writes = engine.block_writes();
-        engine.truncated_from.store(u64::MAX, Ordering::SeqCst);
-        let st = store.shared.state.read();
-        let old = engine.backend();
-        let l = last_log_index(&old.log)?;
-        (old, st.current, l)
-    };
+    let (old, r) = (engine.backend(), store.shared.state.read().current);
 
     // Step 2.
     let upto_r = Revision::lower_bound(r.saturating_add(1));
@@ -155,9 +145,6 @@ fn copy_and_switch(store: &Store, new: Backend) -> Result<Switched> {
         vec![revision::PREFIX]..upto_r.clone(),
         flush,
     )?;
-    if let Some(l) = l {
-        copy(&old.log, &new.log, ..=l.to_be_bytes().to_vec(), flush)?;
-    }
     new.db.flush()?;
     step(COPIED);
 
@@ -167,17 +154,7 @@ fn copy_and_switch(store: &Store, new: Backend) -> Result<Switched> {
     copy(&old.mvcc, &new.mvcc, ..vec![revision::PREFIX], None)?;
     copy(&old.mvcc, &new.mvcc, upto_r.., None)?;
     copy(&old.raft, &new.raft, .., None)?;
-    let redo_from = l
-        .map_or(0, |l| l + 1)
-        .min(engine.truncated_from.load(Ordering::SeqCst));
-    let redo_key = redo_from.to_be_bytes().to_vec();
-    remove(&new.log, redo_key.clone()..)?;
-    copy(&old.log, &new.log, redo_key.., None)?;
-    match old.log.first()? {
-        Some((first, _)) => remove(&new.log, ..first.to_vec())?,
-        None => new.log.clear()?,
-    }
-    new.db.flush()?;
+    engine.sync(&new)?;
     step(CAUGHT_UP);
 
     // Step 4. The new generation's files are durable before the pointer
@@ -207,13 +184,6 @@ fn copy_and_switch(store: &Store, new: Backend) -> Result<Switched> {
         old,
         writes_blocked: blocked_at.elapsed(),
     })
-}
-
-fn last_log_index(log: &sled::Tree) -> Result<Option<u64>> {
-    Ok(log.last()?.and_then(|(k, _)| {
-        let b: [u8; 8] = k.as_ref().try_into().ok()?;
-        Some(u64::from_be_bytes(b))
-    }))
 }
 
 /// Copies `range` of `from` into `to`, flushing `flush` every
@@ -251,14 +221,6 @@ fn copy<R: RangeBounds<Vec<u8>>>(
     Ok(())
 }
 
-/// Removes `range` from `tree` (the new generation's; see [`copy`]).
-fn remove<R: RangeBounds<Vec<u8>>>(tree: &sled::Tree, range: R) -> Result<()> {
-    for item in tree.range(range) {
-        tree.remove(item?.0)?;
-    }
-    Ok(())
-}
-
 /// A step boundary: a crash point (feature `failpoints`), and in unit
 /// tests a place to stop as a crash would, with no cleanup (a panic,
 /// which the test catches).
@@ -273,7 +235,7 @@ mod tests {
     use std::cell::{Cell, RefCell};
     use std::collections::BTreeMap;
     use std::path::Path;
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use cairn_proto::etcdserverpb::{
         CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, PutRequest, RangeRequest,
@@ -483,10 +445,12 @@ mod tests {
         // Nothing left in sled's buffers, for its flusher to write (and
         // the file to grow) between this measure and the defragment's.
         o.store.shared.engine.backend().db.flush().unwrap();
-        let (sled_before, du_before) = (o.store.size_on_disk(), du(dir.path()));
+        // The file system's count of the generation's directory (the Raft
+        // log is beside it, in its own files).
+        let (sled_before, du_before) = (o.store.size_on_disk(), du(&dir.path().join("db")));
 
         let d = o.store.defragment().unwrap();
-        let (sled_after, du_after) = (o.store.size_on_disk(), du(dir.path()));
+        let (sled_after, du_after) = (o.store.size_on_disk(), du(&dir.path().join("db.1")));
         eprintln!("sled {sled_before} -> {sled_after}, on disk {du_before} -> {du_after}, {d:?}");
         assert_eq!((d.size_before, d.size_after), (sled_before, sled_after));
         assert!(

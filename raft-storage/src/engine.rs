@@ -36,7 +36,6 @@ use std::fs;
 use std::io::Write as _;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -59,9 +58,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(2);
 /// One generation's database and its trees.
 pub(crate) struct Backend {
     pub db: sled::Db,
-    /// The Raft log: index (u64 BE) → entry.
-    pub log: sled::Tree,
-    /// Vote, committed and purged ids, the format marker, the install marker.
+    /// The format marker, the install marker.
     pub raft: sled::Tree,
     /// The MVCC records and their meta.
     pub mvcc: sled::Tree,
@@ -72,7 +69,6 @@ pub(crate) struct Backend {
 impl Backend {
     pub(crate) fn new(db: sled::Db, name: String) -> Result<Backend> {
         Ok(Backend {
-            log: db.open_tree("log")?,
             raft: db.open_tree("raft")?,
             mvcc: db.open_tree("mvcc")?,
             db,
@@ -90,9 +86,6 @@ pub(crate) struct Engine {
     /// Shared by every write; exclusive for a defragment's final copy and
     /// switch.
     writes: RwLock<()>,
-    /// The lowest log index a truncate removed since the defragment under
-    /// way began (`u64::MAX`: none): the copy redoes the log from there.
-    pub(crate) truncated_from: AtomicU64,
     /// Held by the defragment under way (one at a time). Holds the
     /// generations switches retired and could not delete yet, because a
     /// reader still held them.
@@ -111,14 +104,6 @@ pub(crate) struct Write<'a> {
     backend: Arc<Backend>,
 }
 
-impl Write<'_> {
-    /// The generation this write goes to, to keep past the guard (for a
-    /// flush that must not block a switch).
-    pub(crate) fn backend(&self) -> Arc<Backend> {
-        self.backend.clone()
-    }
-}
-
 impl Deref for Write<'_> {
     type Target = Backend;
     fn deref(&self) -> &Backend {
@@ -133,7 +118,6 @@ impl Engine {
             cache_capacity,
             current: RwLock::new(Arc::new(backend)),
             writes: RwLock::new(()),
-            truncated_from: AtomicU64::new(u64::MAX),
             defrag: Mutex::new(Vec::new()),
         }
     }
@@ -163,9 +147,33 @@ impl Engine {
         std::mem::replace(&mut *self.current.write(), Arc::new(backend))
     }
 
-    /// Notes that a truncate removes the log from `index` on.
-    pub(crate) fn truncating(&self, index: u64) {
-        self.truncated_from.fetch_min(index, Ordering::SeqCst);
+    /// Makes everything written to `backend` durable, on power loss too.
+    /// sled's own flush is `pwrite` and `sync_file_range`, which syncs
+    /// neither the file's metadata nor the disk's write cache; and sled
+    /// never syncs the files under `blobs/`, where it keeps items too big
+    /// for its pages. So after the flush: `fdatasync` of its file, of every
+    /// blob, and of the blob directory.
+    pub(crate) fn sync(&self, backend: &Backend) -> Result<()> {
+        backend.db.flush()?;
+        let path = self.dir.join(&backend.name);
+        fs::File::open(path.join("db"))?.sync_data()?;
+        let blobs = path.join("blobs");
+        match fs::read_dir(&blobs) {
+            Ok(entries) => {
+                for e in entries {
+                    match fs::File::open(e?.path()) {
+                        Ok(blob) => blob.sync_data()?,
+                        // sled deleted it meanwhile.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                sync_dir(&blobs)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
     }
 
     /// The name of the generation after the newest one on disk.

@@ -48,6 +48,7 @@ mod snapshot;
 mod state_machine;
 mod storage;
 pub mod typ;
+mod wal;
 
 pub use backup::{restore, verify, Backup, BackupInfo};
 pub use changes::{Changes, HistoryPage, Observer};

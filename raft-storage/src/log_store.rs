@@ -1,49 +1,52 @@
-//! openraft's log storage on sled.
-//!
-//! # On-disk layout
-//! - tree `log`: index (u64 BE) -> postcard(Entry)
-//! - tree `raft`: `vote`, `committed`, `purged` -> postcard values
+//! openraft's log storage, on the log's own write-ahead log (`wal`).
 //!
 //! # Durability
-//! `append` writes the entries to sled one by one, in index order (sled
-//! recovers its log as a prefix, so a crash keeps a prefix of them; a sled
-//! batch would cost two more synced writes), flushes the database, and
-//! only then calls openraft's callback. Group commit happens a level up:
-//! the proposer puts the requests that queue meanwhile into one entry
-//! (`server/src/propose.rs`). `save_vote` flushes before
-//! it returns. `purge` flushes before it deletes, so the state machine is
-//! durable at least as far as the log it lets go of (the state machine and
-//! the log share one sled database, so one flush covers both).
+//! `append` returns to openraft's callback only once the entries are
+//! synced (`fdatasync`); so does `save_vote`. Group commit happens a level
+//! up: the proposer puts the requests that queue meanwhile into one entry
+//! (`server/src/propose.rs`). `purge` first makes the state machine durable
+//! past what it lets go of (`Engine::sync`: sled's flush, then `fdatasync`
+//! of its files), since the state machine is in sled and the log is not.
+//!
+//! # Before the write-ahead log
+//! Data dirs written by earlier builds kept the log in sled (tree `log`,
+//! and `vote`, `committed` and `purged` in tree `raft`). [`LogStore::open`]
+//! moves such a log into a new write-ahead log (written beside it and
+//! renamed into place once synced), then empties the trees.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
-use std::ops::{Bound, RangeBounds};
+use std::ops::RangeBounds;
+use std::path::Path;
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{
-    CommittedLeaderId, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, Membership, RaftLogId,
+    CommittedLeaderId, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, Membership,
     StorageError, StorageIOError, Vote,
 };
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::typ::{Member, NodeId, TypeConfig};
+use crate::wal::Wal;
 
-const KEY_VOTE: &[u8] = b"vote";
-const KEY_COMMITTED: &[u8] = b"committed";
-const KEY_PURGED: &[u8] = b"purged";
+/// Where earlier builds kept the log in sled.
+const LEGACY_LOG_TREE: &str = "log";
+const LEGACY_KEYS: [&[u8]; 3] = [b"vote", b"committed", b"purged"];
 
 /// openraft's log store. Cloning gives a reader on the same log.
 #[derive(Clone)]
 pub struct LogStore {
+    /// For a sync of the state machine before a purge.
     engine: Arc<Engine>,
+    wal: Arc<Wal>,
 }
 
 impl Debug for LogStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogStore")
-            .field("entries", &self.engine.backend().log.len())
+            .field("entries", &self.wal.len())
             .finish()
     }
 }
@@ -68,27 +71,47 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     postcard::from_bytes(bytes).map_err(|e| Error::Corruption(format!("raft log: {e}")))
 }
 
-fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    postcard::to_stdvec(v).expect("invariant: openraft's types always serialize")
-}
-
 impl LogStore {
-    pub(crate) fn open(engine: Arc<Engine>) -> Result<LogStore> {
-        Ok(LogStore { engine })
-    }
-
-    fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
-        let b = self.engine.backend();
-        b.raft.get(key)?.map(|v| decode(&v)).transpose()
-    }
-
-    fn last_purged(&self) -> Result<Option<LogId<NodeId>>> {
-        self.meta(KEY_PURGED)
+    /// Opens the write-ahead log in `wal_dir`, first moving into it a log
+    /// that an earlier build kept in sled (see the module docs).
+    pub(crate) fn open(engine: Arc<Engine>, wal_dir: &Path) -> Result<LogStore> {
+        let backend = engine.backend();
+        let legacy = backend.db.open_tree(LEGACY_LOG_TREE)?;
+        if !wal_dir.exists() {
+            let [vote, committed, purged] =
+                LEGACY_KEYS.map(|k| backend.raft.get(k).map(|v| v.map(|v| v.to_vec())));
+            let entries = legacy
+                .iter()
+                .map(|item| decode(&item?.1))
+                .collect::<Result<Vec<Entry<TypeConfig>>>>()?;
+            Wal::create(
+                wal_dir,
+                vote?.map(|v| decode(&v)).transpose()?,
+                committed?
+                    .map(|v| decode::<Option<LogId<NodeId>>>(&v))
+                    .transpose()?
+                    .flatten(),
+                purged?.map(|v| decode(&v)).transpose()?,
+                entries,
+            )?;
+        }
+        // Gone from sled once the write-ahead log holds it (a crash may
+        // have come between the two).
+        let mut moved = !legacy.is_empty();
+        legacy.clear()?;
+        for k in LEGACY_KEYS {
+            moved |= backend.raft.remove(k)?.is_some();
+        }
+        if moved {
+            backend.db.flush()?;
+        }
+        let wal = Arc::new(Wal::open(wal_dir)?);
+        Ok(LogStore { engine, wal })
     }
 
     /// `--force-new-cluster`: appends a membership entry that leaves `id`
     /// (described by `member`) the only member, after every entry in the
-    /// log, and flushes it. Everything already in the log is kept, and is
+    /// log, and syncs it. Everything already in the log is kept, and is
     /// committed once the member leads its new one-member cluster.
     ///
     /// Call it before openraft opens the log.
@@ -97,16 +120,13 @@ impl LogStore {
     ///
     /// Storage errors.
     pub fn force_sole_member(&self, id: NodeId, member: Member) -> Result<()> {
-        let w = self.engine.write();
-        let last = match w.log.last()? {
-            Some((_, v)) => Some(*decode::<Entry<TypeConfig>>(&v)?.get_log_id()),
-            None => self.last_purged()?,
-        };
-        let vote: Option<Vote<NodeId>> = self.meta(KEY_VOTE)?;
+        let last = self.wal.last_log_id();
         // A term of its own, above every vote and entry so far, so the new
         // entry's leader id and the vote agree (a leader id of an old term
         // with this member's id would contradict that term's real leader).
-        let term = vote
+        let term = self
+            .wal
+            .vote()
             .map(|v| v.leader_id().term)
             .max(last.map(|l| l.leader_id.term))
             .unwrap_or(0)
@@ -114,14 +134,11 @@ impl LogStore {
         let index = last.map_or(0, |l| l.index + 1);
         let membership =
             Membership::new(vec![BTreeSet::from([id])], BTreeMap::from([(id, member)]));
-        let entry = Entry::<TypeConfig> {
+        self.wal.save_vote(&Vote::new(term, id))?;
+        self.wal.append([Entry::<TypeConfig> {
             log_id: LogId::new(CommittedLeaderId::new(term, id), index),
             payload: EntryPayload::Membership(membership),
-        };
-        w.log.insert(index.to_be_bytes(), encode(&entry))?;
-        w.raft.insert(KEY_VOTE, encode(&Vote::new(term, id)))?;
-        w.db.flush()?;
-        Ok(())
+        }])
     }
 
     /// Records `vote` durably: a restored member starts in the backup's
@@ -131,31 +148,15 @@ impl LogStore {
     ///
     /// Storage errors.
     pub(crate) fn set_vote(&self, vote: &Vote<NodeId>) -> Result<()> {
-        let w = self.engine.write();
-        w.raft.insert(KEY_VOTE, encode(vote))?;
-        // Durability: the vote is on disk before the member first starts.
-        w.db.flush()?;
-        Ok(())
+        self.wal.save_vote(vote)
     }
+}
 
-    fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry<TypeConfig>>> {
-        let start = match range.start_bound() {
-            Bound::Included(i) => Bound::Included(i.to_be_bytes()),
-            Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes()),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        let end = match range.end_bound() {
-            Bound::Included(i) => Bound::Included(i.to_be_bytes()),
-            Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes()),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        self.engine
-            .backend()
-            .log
-            .range::<[u8; 8], _>((start, end))
-            .map(|item| decode(&item?.1))
-            .collect()
-    }
+/// Runs blocking log IO off the async runtime's core threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e)))?
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -163,7 +164,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
-        self.entries(range).map_err(read_err)
+        self.wal.entries(range).map_err(read_err)
     }
 }
 
@@ -171,18 +172,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
-        let last_purged_log_id = self.last_purged().map_err(read_err)?;
-        let last = match self.engine.backend().log.last().map_err(read_err)? {
-            Some((_, v)) => Some(
-                *decode::<Entry<TypeConfig>>(&v)
-                    .map_err(read_err)?
-                    .get_log_id(),
-            ),
-            None => last_purged_log_id,
-        };
         Ok(LogState {
-            last_purged_log_id,
-            last_log_id: last,
+            last_purged_log_id: self.wal.purged(),
+            last_log_id: self.wal.last_log_id(),
         })
     }
 
@@ -191,43 +183,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let err = |e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e);
-        let backend = {
-            let w = self.engine.write();
-            w.raft.insert(KEY_VOTE, encode(vote)).map_err(err)?;
-            w.backend()
-        };
-        // Durability: a vote must be on disk before it is acted on. If a
-        // defragment switched since, the new generation got the vote and
-        // was flushed before it became current.
-        backend.db.flush_async().await.map_err(err)?;
-        Ok(())
+        // Durability: a vote is on disk before it is acted on.
+        let (wal, vote) = (self.wal.clone(), *vote);
+        blocking(move || wal.save_vote(&vote))
+            .await
+            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        self.meta(KEY_VOTE)
-            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))
+        Ok(self.wal.vote())
     }
 
     async fn save_committed(
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        // Not flushed: a lost committed id only means re-learning it from
+        // Not synced: a lost committed id only means re-learning it from
         // the leader (or re-applying on a single node, from the log).
-        self.engine
-            .write()
-            .raft
-            .insert(KEY_COMMITTED, encode(&committed))
-            .map_err(write_err)?;
-        Ok(())
+        self.wal.save_committed(committed).map_err(write_err)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        Ok(self
-            .meta::<Option<LogId<NodeId>>>(KEY_COMMITTED)
-            .map_err(read_err)?
-            .flatten())
+        Ok(self.wal.committed())
     }
 
     async fn append<I>(
@@ -239,56 +216,88 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let backend = {
-            let w = self.engine.write();
-            for e in entries {
-                w.log
-                    .insert(e.log_id.index.to_be_bytes(), encode(&e))
-                    .map_err(write_err)?;
-            }
-            w.backend()
-        };
-        // Durability: the callback runs only after the flush. It blocks this
+        // Durability: the callback runs only after the sync. It blocks this
         // worker thread, which is free to: openraft 0.9 awaits the callback
         // before it does anything else, and the runtime's other workers take
-        // the other tasks. (A flusher thread of its own only added a thread
-        // hop, since no second append comes while one waits.) A defragment
-        // that switched since the entries were written copied them into the
-        // new generation and flushed it; flushing the old one is enough.
-        crate::crash::point(crate::crash::BEFORE_LOG_FLUSH);
-        let flushed = backend.db.flush().map(|_| ());
-        crate::crash::point(crate::crash::AFTER_LOG_FLUSH);
-        callback.log_io_completed(flushed.map_err(|e| std::io::Error::other(e.to_string())));
+        // the other tasks. (A thread of its own only added a thread hop,
+        // since no second append comes while one waits.)
+        let synced = self.wal.append(entries);
+        callback.log_io_completed(synced.map_err(std::io::Error::from));
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let w = self.engine.write();
-        // A defragment under way copies the log again from here.
-        self.engine.truncating(log_id.index);
-        let mut batch = sled::Batch::default();
-        for item in w.log.range(log_id.index.to_be_bytes()..) {
-            batch.remove(item.map_err(write_err)?.0);
-        }
-        w.log.apply_batch(batch).map_err(write_err)
+        self.wal.truncate(log_id.index).map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        // Durability: the state machine (same database) is flushed first, so
+        // Durability: the state machine is on disk past `log_id` first, so
         // no purged entry is ever the only record of an applied change.
-        // (A defragment's switch flushes the new generation before it is
-        // current, so a switch since changes nothing.)
-        let backend = self.engine.backend();
-        backend.db.flush_async().await.map_err(write_err)?;
-        drop(backend);
-        let w = self.engine.write();
-        w.raft
-            .insert(KEY_PURGED, encode(&log_id))
-            .map_err(write_err)?;
-        let mut batch = sled::Batch::default();
-        for item in w.log.range(..=log_id.index.to_be_bytes()) {
-            batch.remove(item.map_err(write_err)?.0);
+        let (engine, wal) = (self.engine.clone(), self.wal.clone());
+        blocking(move || {
+            engine.sync(&engine.backend())?;
+            wal.purge(log_id)
+        })
+        .await
+        .map_err(write_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::storage::{RaftLogReader, RaftLogStorage};
+
+    use super::*;
+    use crate::engine::open_db;
+    use crate::storage::{open, Options};
+
+    fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+        postcard::to_stdvec(v).unwrap()
+    }
+
+    /// A data dir from before the write-ahead log: the log, vote,
+    /// committed and purged ids move into it, and out of sled.
+    #[tokio::test]
+    async fn a_log_kept_in_sled_moves_to_the_write_ahead_log() {
+        let d = tempfile::tempdir().unwrap();
+        drop(open(&Options::new(d.path())).unwrap());
+        std::fs::remove_dir_all(d.path().join("wal")).unwrap();
+        let id = |i| LogId::new(CommittedLeaderId::new(2, 1), i);
+        {
+            let db = open_db(&d.path().join("db"), 1 << 20).unwrap();
+            let (log, raft) = (db.open_tree("log").unwrap(), db.open_tree("raft").unwrap());
+            for i in 5..=9 {
+                let e = Entry::<TypeConfig> {
+                    log_id: id(i),
+                    payload: EntryPayload::Blank,
+                };
+                log.insert(i.to_be_bytes(), encode(&e)).unwrap();
+            }
+            raft.insert("vote", encode(&Vote::<NodeId>::new(2, 1)))
+                .unwrap();
+            raft.insert("committed", encode(&Some(id(8)))).unwrap();
+            raft.insert("purged", encode(&id(4))).unwrap();
+            db.flush().unwrap();
         }
-        w.log.apply_batch(batch).map_err(write_err)
+
+        for _ in 0..2 {
+            let o = open(&Options::new(d.path())).unwrap();
+            let mut log = o.log_store.clone();
+            let got: Vec<_> = log
+                .try_get_log_entries(..)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.log_id)
+                .collect();
+            assert_eq!(got, (5..=9).map(id).collect::<Vec<_>>());
+            assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
+            assert_eq!(log.read_committed().await.unwrap(), Some(id(8)));
+            let state = log.get_log_state().await.unwrap();
+            assert_eq!(state.last_purged_log_id, Some(id(4)));
+            let b = o.store.shared.engine.backend();
+            assert!(b.db.open_tree("log").unwrap().is_empty());
+            assert!(LEGACY_KEYS.iter().all(|k| b.raft.get(k).unwrap().is_none()));
+        }
     }
 }

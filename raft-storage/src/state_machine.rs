@@ -84,18 +84,19 @@ impl StateMachine {
         // No build copies and no defragment runs meanwhile; the whole
         // install is one write.
         let _copy = self.store.shared.copies.write();
-        let w = self.store.shared.engine.write();
+        let engine = &self.store.shared.engine;
+        let w = engine.write();
         w.raft.insert(INSTALLING, &[1u8])?;
         // Durability: the marker is on disk before the old state goes.
-        w.db.flush()?;
+        engine.sync(&w)?;
         snapshot::load_into(&self.store, &w.mvcc, &p)?;
         // Durability: the loaded state is on disk before the file says so.
-        w.db.flush()?;
+        engine.sync(&w)?;
         if name != snapshot::CURRENT {
             snapshot::rename(&self.dir, &p, snapshot::CURRENT)?;
         }
         w.raft.remove(INSTALLING)?;
-        w.db.flush()?;
+        engine.sync(&w)?;
         drop(w);
         *current = header.meta.last_log_id;
         Ok(())
@@ -115,9 +116,10 @@ impl StateMachine {
                 // renamed; and the state it describes is on disk before
                 // the file is, so a restart never finds a snapshot ahead of
                 // its store (openraft refuses that state). (A defragment's
-                // switch flushes the new generation before it is current.)
+                // switch syncs the new generation before it is current.)
                 File::open(&tmp)?.sync_all()?;
-                self.store.shared.engine.backend().db.flush()?;
+                let engine = &self.store.shared.engine;
+                engine.sync(&engine.backend())?;
                 snapshot::rename(&self.dir, &tmp, snapshot::CURRENT)
             };
             if let Err(e) = save() {

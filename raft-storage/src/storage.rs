@@ -1,4 +1,5 @@
-//! Opening a data dir: one sled database for the log and the state machine.
+//! Opening a data dir: the Raft log's write-ahead log, and the sled
+//! database of the state machine.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +14,9 @@ use crate::state_machine::StateMachine;
 /// The on-disk format this build writes, kept in the `raft` tree.
 const FORMAT_KEY: &[u8] = b"format";
 const FORMAT: &[u8] = b"cairn-1";
+
+/// The Raft log's directory in the store dir (see `wal`).
+const WAL_DIR: &str = "wal";
 
 /// Where and how to open the store.
 #[derive(Debug, Clone)]
@@ -96,7 +100,7 @@ pub fn open(opts: &Options) -> Result<Opened> {
         opts.cache_capacity,
         Backend::new(db, name)?,
     ));
-    let log_store = LogStore::open(engine.clone())?;
+    let log_store = LogStore::open(engine.clone(), &opts.dir.join(WAL_DIR))?;
     let store = Store::open(engine)?;
     let state_machine = StateMachine::new(store.clone(), opts.dir.clone())?;
     snapshot::clean_scratch(&opts.dir)?;
