@@ -193,8 +193,10 @@ impl Inner {
             .ok_or_else(|| Error::Corruption("raft log: an empty record".into()))?;
         match *tag {
             ENTRY => {
-                let e: Entry<TypeConfig> = decode("entry", value)?;
-                let log_id = *e.get_log_id();
+                // The log id is the entry's first field: the payload is
+                // left for a read to decode.
+                let (log_id, _): (LogId<NodeId>, _) = postcard::take_from_bytes(value)
+                    .map_err(|e| Error::Corruption(format!("raft log entry: {e}")))?;
                 let index = log_id.index;
                 let segment = self.segments.get_mut(&seq).expect("replayed segment");
                 segment.last_index = segment.last_index.max(Some(index));
