@@ -14,9 +14,6 @@
 //! 3. Block writes ([`Engine::block_writes`]). Copy what may have changed:
 //!    the revision records above R, the meta, lease and alarm records, and
 //!    the `raft` tree. Sync the new generation ([`Engine::sync`]).
-//!
-//! The Raft log is not in sled (see `wal`), so a defragment never copies
-//! it.
 //! 4. Sync the new generation's directory, point `db-current` at it
 //!    (temporary file, fsync, rename, directory fsync; if that last fsync
 //!    fails, point back at the old one), switch the engine to it, and
@@ -26,11 +23,13 @@
 //!    keeps it longer than [`REAP_WAIT`], a later defragment or the next
 //!    open deletes it.
 //!
+//! The Raft log is not in sled (see `wal`): a defragment never copies it.
+//!
 //! # Crash safety
 //! Until the rename in step 4 is durable, `db-current` names the old
 //! generation, which writes kept going to, and `open` deletes the new one.
 //! After it, it names the new one, which holds everything acknowledged
-//! before the switch (flushed in step 3) and everything after.
+//! before the switch (synced in step 3) and everything after.
 //!
 //! # What blocks
 //! Writes to sled (apply, physical compaction) wait during steps 3 and 4

@@ -17,8 +17,9 @@
 //! removed then.
 //!
 //! # Holders
-//! The log store, the MVCC store, the state machine and the physical
-//! compactor all reach the database through one [`Engine`]:
+//! The MVCC store, the state machine, the physical compactor and the log
+//! store (to sync before a purge) reach the database through one
+//! [`Engine`]:
 //! - a reader takes the current [`Backend`] ([`Engine::backend`]: an `Arc`
 //!   clone under a read lock held for that instant) and keeps it for the
 //!   rest of its operation, even if a switch happens meanwhile; the old

@@ -1,5 +1,5 @@
-//! cairn-raft-storage: openraft's log storage and an MVCC state machine,
-//! both on one sled database.
+//! cairn-raft-storage: openraft's log storage, on a write-ahead log of its
+//! own, and an MVCC state machine on sled.
 //!
 //! # Layout
 //! - [`typ`]: the openraft type configuration; entries carry etcd's request
@@ -11,18 +11,19 @@
 //! - `mvcc`: the [`Store`]: apply, range, compaction, history reads.
 //! - `changes`: the [`Observer`] hook that the watch hub hangs on the
 //!   store, told of every apply call's events.
-//! - `log_store`: [`LogStore`].
+//! - `wal`: the Raft log's write-ahead log (segments, `fdatasync`).
+//! - `log_store`: [`LogStore`], openraft's log storage on `wal`.
 //! - `state_machine`, `snapshot`: [`StateMachine`] and its snapshots.
 //! - `storage`: [`open`] a data dir.
 //! - `backup`: backups (the Snapshot RPC's stream): take, [`verify`] and
 //!   [`restore`], the last two with no server.
-//! - `crash`: crash points before and after apply and the log flush
+//! - `crash`: crash points before and after apply and an append's sync
 //!   (feature `failpoints`, test-only; nothing without it).
 //!
 //! # Invariants
 //! - This crate knows nothing of tonic or the network; it sees only the
 //!   etcd message types of `cairn-proto` (built without its gRPC feature).
-//! - An append is acknowledged only after the log is flushed.
+//! - An append or a vote is acknowledged only after its `fdatasync`.
 //! - Each `Store::apply` is crash-atomic (a redo record, or a sled batch
 //!   when large) and includes the applied log id (the state machine splits
 //!   a long call into such parts).

@@ -285,7 +285,9 @@ impl Wal {
                     last_index: None,
                 },
             );
-            let mut reader = BufReader::with_capacity(1 << 20, File::open(&path)?);
+            let file = File::open(&path)?;
+            let size = file.metadata()?.len();
+            let mut reader = BufReader::with_capacity(1 << 20, file);
             let (mut pos, mut header, mut body) = (0u64, [0u8; HEADER], Vec::new());
             // Whether the records end in a header of zeros (or the file's
             // end), not in a record the file cuts short or that fails its
@@ -299,6 +301,11 @@ impl Wal {
                 if len == 0 {
                     // Preallocated space: a body holds at least its tag.
                     break crc == 0;
+                }
+                if pos + (HEADER as u64) + u64::from(len) > size {
+                    // Torn or damaged: no buffer of that size is needed
+                    // to tell.
+                    break false;
                 }
                 body.resize(len as usize, 0);
                 if !read_full(&mut reader, &mut body)? || crc32fast::hash(&body) != crc {
@@ -723,5 +730,27 @@ mod tests {
             err.to_string().contains("damaged record at byte 0"),
             "{err}"
         );
+    }
+
+    /// A header a crash left half written may claim any length: it is a
+    /// torn tail like any other.
+    #[test]
+    fn a_wild_length_is_a_torn_tail() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("wal");
+        let end = {
+            let wal = Wal::open(&dir).unwrap();
+            wal.append((1..=2).map(|i| entry(1, i))).unwrap();
+            let len = wal.inner.lock().len;
+            len
+        };
+        let f = OpenOptions::new()
+            .write(true)
+            .open(segment_path(&dir, 0))
+            .unwrap();
+        f.write_all_at(&[0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0], end)
+            .unwrap();
+        drop(f);
+        assert_eq!(Wal::open(&dir).unwrap().last_log_id(), Some(log_id(1, 2)));
     }
 }
