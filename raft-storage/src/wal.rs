@@ -36,11 +36,12 @@
 //! zeros ends a segment's records.
 //!
 //! # Replay
-//! [`Wal::open`] reads every segment in order. A record that is short or
-//! fails its checksum ends the newest segment: the tail a crash cut short,
-//! never acknowledged. It is cut off, with a warning, and the newest
-//! segment is zeroed from its last whole record on, so that nothing a crash
-//! left there is read as a record later. Anywhere else a bad record is
+//! [`Wal::open`] reads every segment in order. In the newest segment, a
+//! record that the file cuts short, or that fails its checksum and has a
+//! sector's worth of it still zeros, is the tail a crash cut short, never
+//! acknowledged: it is cut off, with a warning. The newest segment is then
+//! zeroed from its last whole record on, so that nothing a crash left
+//! there is read as a record later. Any other bad record is
 //! [`Error::Corruption`], and the data dir is refused.
 
 use std::collections::BTreeMap;
@@ -122,6 +123,38 @@ fn new_segment(path: &Path, bytes: &[u8], size: u64) -> Result<File> {
     file.write_all_at(bytes, 0)?;
     file.sync_all()?;
     Ok(file)
+}
+
+/// How a segment's records end.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// In zeros (the preallocated space) or at the file's end.
+    Clean,
+    /// In a record a crash left unfinished.
+    Torn,
+    /// In a record that fails its checksum and was not torn.
+    Damaged,
+}
+
+/// The unit a disk writes whole.
+const SECTOR: u64 = 512;
+
+/// Whether `record`, found at `pos` and failing its checksum, was torn by a
+/// crash rather than damaged. A disk writes a sector whole or not at all,
+/// and a segment is zeros where nothing was written; so a torn record has
+/// a part within one sector that is all zeros. (etcd's WAL judges a bad
+/// last record the same way.)
+fn torn(pos: u64, record: &[u8]) -> bool {
+    let mut at = 0;
+    while at < record.len() {
+        let sector_end = ((pos + at as u64) / SECTOR + 1) * SECTOR;
+        let end = usize::try_from(sector_end - pos).map_or(record.len(), |e| e.min(record.len()));
+        if record[at..end].iter().all(|b| *b == 0) {
+            return true;
+        }
+        at = end;
+    }
+    false
 }
 
 /// Fills `buf` from `r`: false if `r` ends first (at once or part way).
@@ -289,52 +322,63 @@ impl Wal {
             let size = file.metadata()?.len();
             let mut reader = BufReader::with_capacity(1 << 20, file);
             let (mut pos, mut header, mut body) = (0u64, [0u8; HEADER], Vec::new());
-            // Whether the records end in a header of zeros (or the file's
-            // end), not in a record the file cuts short or that fails its
-            // checksum.
-            let clean = loop {
+            let end = loop {
                 if !read_full(&mut reader, &mut header)? {
-                    break true;
+                    // The file's end, or a header it cuts short.
+                    break if pos == size { End::Clean } else { End::Torn };
                 }
                 let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
                 let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-                if len == 0 {
+                if header == [0; HEADER] {
                     // Preallocated space: a body holds at least its tag.
-                    break crc == 0;
+                    break End::Clean;
                 }
                 if pos + (HEADER as u64) + u64::from(len) > size {
-                    // Torn or damaged: no buffer of that size is needed
-                    // to tell.
-                    break false;
+                    // A record the file cuts short (tested before reading,
+                    // so that a damaged length allocates nothing).
+                    break End::Torn;
                 }
                 body.resize(len as usize, 0);
-                if !read_full(&mut reader, &mut body)? || crc32fast::hash(&body) != crc {
-                    break false;
+                if !read_full(&mut reader, &mut body)? {
+                    break End::Torn;
+                }
+                if crc32fast::hash(&body) != crc {
+                    break if torn(pos, &[&header[..], &body].concat()) {
+                        End::Torn
+                    } else {
+                        End::Damaged
+                    };
                 }
                 inner.replay(seq, pos + HEADER as u64, &body)?;
                 pos += (HEADER + body.len()) as u64;
             };
-            if seq == newest {
-                if !clean {
-                    tracing::warn!(
-                        segment = %path.display(),
-                        at = pos,
-                        "raft log: cutting off a record a crash left unfinished"
-                    );
+            match end {
+                End::Clean | End::Torn if seq == newest => {
+                    if end == End::Torn {
+                        tracing::warn!(
+                            segment = %path.display(),
+                            at = pos,
+                            "raft log: cutting off a record a crash left unfinished"
+                        );
+                    }
+                    // Zeros from the end of the last record on: records a
+                    // crash left after a hole, or after a torn one, are
+                    // never read as records once new ones are written
+                    // before them.
+                    let file = &inner.segments[&seq].file;
+                    file.set_len(pos)?;
+                    file.set_len(segment_bytes.max(pos))?;
+                    file.sync_all()?;
                 }
-                // Zeros from the end of the last record on: records a crash
-                // left after a hole, or after a torn one, are never read as
-                // records once new ones are written before them.
-                let file = &inner.segments[&seq].file;
-                file.set_len(pos)?;
-                file.set_len(segment_bytes.max(pos))?;
-                file.sync_all()?;
-            } else if !clean {
-                // Synced before the next segment was begun: damage.
-                return Err(Error::Corruption(format!(
-                    "{}: damaged record at byte {pos}",
-                    path.display()
-                )));
+                End::Clean => {}
+                // A segment before the newest was synced whole before the
+                // next one was begun.
+                End::Torn | End::Damaged => {
+                    return Err(Error::Corruption(format!(
+                        "{}: damaged record at byte {pos}",
+                        path.display()
+                    )))
+                }
             }
             inner.len = pos;
         }
@@ -649,16 +693,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("wal");
         // Two of these fill a segment.
-        let big = |i: u64| Entry::<TypeConfig> {
-            log_id: log_id(1, i),
-            payload: EntryPayload::Normal(crate::Request::Put(
-                cairn_proto::etcdserverpb::PutRequest {
-                    key: vec![b'k'],
-                    value: vec![0; 500],
-                    ..Default::default()
-                },
-            )),
-        };
+        let big = |i| put(1, i, 500);
         let open = || Wal::open_sized(&dir, 1024).unwrap();
         let wal = open();
         wal.save_vote(&Vote::new(1, 1)).unwrap();
@@ -690,40 +725,98 @@ mod tests {
         assert_eq!(indexes(&open()), [(3, 21)]);
     }
 
-    /// A torn tail of the newest segment is cut off; damage anywhere else
-    /// refuses the log.
+    /// An entry whose record spans sectors; no run of its bytes is zeros.
+    fn put(term: u64, index: u64, value_len: usize) -> Entry<TypeConfig> {
+        Entry {
+            log_id: log_id(term, index),
+            payload: EntryPayload::Normal(crate::Request::Put(
+                cairn_proto::etcdserverpb::PutRequest {
+                    key: vec![b'k'],
+                    value: vec![0x5a; value_len],
+                    ..Default::default()
+                },
+            )),
+        }
+    }
+
+    fn record_len(e: &Entry<TypeConfig>) -> usize {
+        let mut v = Vec::new();
+        record(ENTRY, e, &mut v);
+        v.len()
+    }
+
+    /// Writes entries 0 to 3 (about 1 KiB each) to a new log in `dir`, and
+    /// returns the segment's bytes and where the last record begins.
+    fn four_entries(dir: &Path) -> (Vec<u8>, usize) {
+        let wal = Wal::open(dir).unwrap();
+        wal.append((0..4).map(|i| put(1, i, 1000))).unwrap();
+        let end = wal.inner.lock().len as usize;
+        (
+            fs::read(segment_path(dir, 0)).unwrap(),
+            end - record_len(&put(1, 3, 1000)),
+        )
+    }
+
+    /// A last record with a sector of it unwritten is a torn tail: cut off.
     #[test]
-    fn a_torn_tail_is_cut_and_damage_refused() {
+    fn a_torn_tail_is_cut() {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("wal");
-        let end = {
-            let wal = Wal::open(&dir).unwrap();
-            wal.append((0..4).map(|i| entry(1, i))).unwrap();
-            let len = wal.inner.lock().len;
-            len as usize
-        };
-        // The last record's end did not reach the disk, and a record
-        // written after it did (the disk wrote them out of order). Unless
-        // the open zeroes it, it is read after the next append, which
-        // takes the torn record's place and length.
-        let seg = segment_path(&dir, 0);
-        let mut torn = fs::read(&seg).unwrap();
-        torn[end - 3..end].fill(0);
-        let mut stray = Vec::new();
-        record(ENTRY, &entry(9, 4), &mut stray);
-        torn[end..end + stray.len()].copy_from_slice(&stray);
-        fs::write(&seg, &torn).unwrap();
-        {
-            let wal = Wal::open(&dir).unwrap();
-            assert_eq!(wal.last_log_id(), Some(log_id(1, 2)));
-            wal.append([entry(2, 3)]).unwrap();
-        }
+        let (mut bytes, last) = four_entries(&dir);
+        let end = last + record_len(&put(1, 3, 1000));
+        let sector = (end - 1) / 512 * 512;
+        assert!(sector > last, "the record spans a sector boundary");
+        bytes[sector..end].fill(0);
+        fs::write(segment_path(&dir, 0), &bytes).unwrap();
+        let wal = Wal::open(&dir).unwrap();
+        assert_eq!(wal.last_log_id(), Some(log_id(1, 2)));
+        wal.append([put(2, 3, 1000)]).unwrap();
+        drop(wal);
         assert_eq!(Wal::open(&dir).unwrap().last_log_id(), Some(log_id(2, 3)));
+    }
 
-        // A flipped byte in a segment that is not the newest.
-        let mut damaged = fs::read(&seg).unwrap();
-        damaged[HEADER] ^= 0xff;
-        fs::write(&seg, &damaged).unwrap();
+    /// The disk wrote the end of the last record and a record after it,
+    /// but not the last record's first sector. The open ends the log at
+    /// the hole and zeroes what follows; otherwise the record after would
+    /// be read once an append of the same length fills the hole.
+    #[test]
+    fn what_follows_a_hole_is_never_read() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("wal");
+        let (mut bytes, last) = four_entries(&dir);
+        let end = last + record_len(&put(1, 3, 1000));
+        bytes[last..(last / 512 + 1) * 512].fill(0);
+        let mut stray = Vec::new();
+        record(ENTRY, &put(9, 4, 10), &mut stray);
+        bytes[end..end + stray.len()].copy_from_slice(&stray);
+        fs::write(segment_path(&dir, 0), &bytes).unwrap();
+        let wal = Wal::open(&dir).unwrap();
+        assert_eq!(wal.last_log_id(), Some(log_id(1, 2)));
+        wal.append([put(2, 3, 1000)]).unwrap();
+        drop(wal);
+        assert_eq!(Wal::open(&dir).unwrap().last_log_id(), Some(log_id(2, 3)));
+    }
+
+    /// A flipped byte is damage, not a torn write, in the newest segment
+    /// as in an older one: the log is refused.
+    #[test]
+    fn damage_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("wal");
+        let (mut bytes, last) = four_entries(&dir);
+        bytes[last + 100] ^= 0xff;
+        let seg = segment_path(&dir, 0);
+        fs::write(&seg, &bytes).unwrap();
+        let err = Wal::open(&dir).err().expect("refused");
+        assert!(
+            err.to_string()
+                .contains(&format!("damaged record at byte {last}")),
+            "{err}"
+        );
+
+        bytes[last + 100] ^= 0xff;
+        bytes[HEADER] ^= 0xff;
+        fs::write(&seg, &bytes).unwrap();
         fs::write(segment_path(&dir, 1), b"").unwrap();
         let err = Wal::open(&dir).err().expect("refused");
         assert!(
