@@ -97,3 +97,40 @@ async fn a_data_dir_in_use_is_refused() {
     c.put("k", "v", None).await.expect("put");
     node.shutdown().await;
 }
+
+/// A damaged record in the Raft log refuses the start, names the file,
+/// and leaves the log as it was.
+#[tokio::test]
+async fn a_damaged_log_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start(dir.path()).await;
+    let mut c = client(&node).await;
+    for i in 0..10 {
+        c.put(format!("k{i}"), "v", None).await.expect("put");
+    }
+    drop(c);
+    node.shutdown().await;
+
+    let segment = dir.path().join("member/store/wal/0000000000000000.wal");
+    let mut bytes = std::fs::read(&segment).expect("the log's first segment");
+    // Inside the second record: the first is the segment's 10-byte header
+    // record of the committed id.
+    bytes[20] ^= 0xff;
+    std::fs::write(&segment, &bytes).expect("damage it");
+
+    let err = Node::start(Config::default_for_tests(dir.path()))
+        .await
+        .expect_err("a damaged log is refused");
+    assert!(matches!(err, Error::Storage(_)), "{err:?}");
+    let mut message = err.to_string();
+    let mut cause = std::error::Error::source(&err);
+    while let Some(e) = cause {
+        message = format!("{message}: {e}");
+        cause = e.source();
+    }
+    assert!(
+        message.contains("corrupt data dir") && message.contains("0000000000000000.wal"),
+        "{message}"
+    );
+    assert_eq!(std::fs::read(&segment).expect("still there"), bytes);
+}
