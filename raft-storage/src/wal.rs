@@ -47,7 +47,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Read};
-use std::ops::RangeBounds;
+use std::ops::{Bound, RangeBounds};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -590,7 +590,23 @@ impl Wal {
     pub(crate) fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry<TypeConfig>>> {
         let (locs, files) = {
             let inner = self.inner.lock();
-            let locs: Vec<Loc> = inner.entries.range(range).map(|(_, l)| *l).collect();
+            let from = match range.start_bound() {
+                Bound::Included(&i) => i,
+                Bound::Excluded(&i) => i.saturating_add(1),
+                Bound::Unbounded => 0,
+            };
+            let to = match range.end_bound() {
+                Bound::Included(&i) => i.checked_add(1),
+                Bound::Excluded(&i) => Some(i),
+                Bound::Unbounded => None,
+            };
+            // `BTreeMap::range` panics on a range that ends before it
+            // starts; such a range holds nothing.
+            let locs: Vec<Loc> = match to {
+                Some(to) if to <= from => Vec::new(),
+                Some(to) => inner.entries.range(from..to).map(|(_, l)| *l).collect(),
+                None => inner.entries.range(from..).map(|(_, l)| *l).collect(),
+            };
             if locs.is_empty() {
                 return Ok(Vec::new());
             }
@@ -684,6 +700,9 @@ mod tests {
         assert_eq!(some, [5, 6]);
         assert!(wal.entries(9..).unwrap().is_empty());
         assert!(wal.entries(..3).unwrap().is_empty());
+        #[allow(clippy::reversed_empty_ranges)]
+        let backwards = 7..5;
+        assert!(wal.entries(backwards).unwrap().is_empty());
     }
 
     /// Purged segments are deleted; the ids they began with survive in the
@@ -757,6 +776,18 @@ mod tests {
         )
     }
 
+    /// With the segment rewritten to `bytes`, the log opens with entries 0
+    /// to 2, and an entry 3 appended in the last one's place is what a
+    /// reopen finds.
+    fn opens_without_entry_3(dir: &Path, bytes: &[u8]) {
+        fs::write(segment_path(dir, 0), bytes).unwrap();
+        let wal = Wal::open(dir).unwrap();
+        assert_eq!(wal.last_log_id(), Some(log_id(1, 2)));
+        wal.append([put(2, 3, 1000)]).unwrap();
+        drop(wal);
+        assert_eq!(Wal::open(dir).unwrap().last_log_id(), Some(log_id(2, 3)));
+    }
+
     /// A last record with a sector of it unwritten is a torn tail: cut off.
     #[test]
     fn a_torn_tail_is_cut() {
@@ -767,12 +798,7 @@ mod tests {
         let sector = (end - 1) / 512 * 512;
         assert!(sector > last, "the record spans a sector boundary");
         bytes[sector..end].fill(0);
-        fs::write(segment_path(&dir, 0), &bytes).unwrap();
-        let wal = Wal::open(&dir).unwrap();
-        assert_eq!(wal.last_log_id(), Some(log_id(1, 2)));
-        wal.append([put(2, 3, 1000)]).unwrap();
-        drop(wal);
-        assert_eq!(Wal::open(&dir).unwrap().last_log_id(), Some(log_id(2, 3)));
+        opens_without_entry_3(&dir, &bytes);
     }
 
     /// The disk wrote the end of the last record and a record after it,
@@ -789,12 +815,7 @@ mod tests {
         let mut stray = Vec::new();
         record(ENTRY, &put(9, 4, 10), &mut stray);
         bytes[end..end + stray.len()].copy_from_slice(&stray);
-        fs::write(segment_path(&dir, 0), &bytes).unwrap();
-        let wal = Wal::open(&dir).unwrap();
-        assert_eq!(wal.last_log_id(), Some(log_id(1, 2)));
-        wal.append([put(2, 3, 1000)]).unwrap();
-        drop(wal);
-        assert_eq!(Wal::open(&dir).unwrap().last_log_id(), Some(log_id(2, 3)));
+        opens_without_entry_3(&dir, &bytes);
     }
 
     /// A flipped byte is damage, not a torn write, in the newest segment
