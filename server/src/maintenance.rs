@@ -15,6 +15,7 @@
 //!   only for the final catch-up and the switch (milliseconds); reads never
 //!   wait. Per member, as etcd's.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,7 @@ use cairn_proto::etcdserverpb::{
     HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse,
     SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
-use cairn_raft_storage::{NodeId, Raft, Request as Proposal, Response as Applied, Store};
+use cairn_raft_storage::{Backup, NodeId, Raft, Request as Proposal, Response as Applied, Store};
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
@@ -225,6 +226,41 @@ impl MaintenanceService {
 }
 
 /// Reads until `buf` is full or the reader ends; returns the bytes read.
+/// Chunks of a backup read at once by the Snapshot RPC's stream (1 MiB).
+const READ_AHEAD: usize = 32;
+
+/// The result of [`read_ahead`].
+type ReadAhead = (Option<Backup>, std::io::Result<VecDeque<Vec<u8>>>);
+
+/// Where a Snapshot RPC's stream is.
+struct Sending {
+    /// The read under way; `None` once the backup is read to its end, or
+    /// after a read error.
+    next: Option<tokio::task::JoinHandle<ReadAhead>>,
+    /// Bytes sent so far.
+    sent: u64,
+    /// Chunks read and not sent yet.
+    read: VecDeque<Vec<u8>>,
+}
+
+/// Reads up to [`READ_AHEAD`] chunks of `backup`; hands it back unless
+/// it is read to its end.
+fn read_ahead(mut backup: Backup) -> ReadAhead {
+    let mut chunks = VecDeque::new();
+    while chunks.len() < READ_AHEAD {
+        let mut blob = vec![0u8; CHUNK];
+        match read_full(&mut backup, &mut blob) {
+            Ok(0) => return (None, Ok(chunks)),
+            Ok(n) => {
+                blob.truncate(n);
+                chunks.push_back(blob);
+            }
+            Err(e) => return (None, Err(e)),
+        }
+    }
+    (Some(backup), Ok(chunks))
+}
+
 fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
@@ -344,43 +380,46 @@ impl Maintenance for MaintenanceService {
     async fn snapshot(&self, _: Request<SnapshotRequest>) -> Result<Response<Chunks>, Status> {
         let revision = self.store.revision();
         let started = Instant::now();
-        let mut backup = self.blocking(|s| s.backup()).await?;
+        let backup = self.blocking(|s| s.backup()).await?;
         let total = backup.len();
         tracing::info!(bytes = total, revision, took = ?started.elapsed(), "sending a snapshot");
         let header = self.header.at(revision);
-        // A blocking thread reads the backup file a chunk at a time; the
-        // channel's bound keeps at most a few chunks in memory.
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::task::spawn_blocking(move || {
-            let mut sent = 0u64;
-            loop {
-                let mut blob = vec![0u8; CHUNK];
-                let n = match read_full(&mut backup, &mut blob) {
-                    Ok(0) => return,
-                    Ok(n) => n,
+        // The stream reads the backup file READ_AHEAD chunks at a time, on
+        // a blocking thread held only for that read, one read ahead of what
+        // it sends: a client that stops reading holds no thread.
+        let state = Sending {
+            next: Some(tokio::task::spawn_blocking(|| read_ahead(backup))),
+            sent: 0,
+            read: VecDeque::new(),
+        };
+        let chunks = futures::stream::unfold(state, move |mut st| async move {
+            if st.read.is_empty() {
+                let (backup, read) = st
+                    .next
+                    .take()?
+                    .await
+                    .unwrap_or_else(|e| (None, Err(std::io::Error::other(e))));
+                st.next = backup.map(|b| tokio::task::spawn_blocking(|| read_ahead(b)));
+                match read {
+                    Ok(chunks) => st.read = chunks,
                     Err(e) => {
                         tracing::warn!(error = %e, "reading a snapshot to send failed");
-                        let _ = tx.blocking_send(Err(Status::internal(format!(
+                        let status = Status::internal(format!(
                             "etcdserver: reading the snapshot failed: {e}"
-                        ))));
-                        return;
+                        ));
+                        return Some((Err(status), st));
                     }
-                };
-                blob.truncate(n);
-                sent += n as u64;
-                let chunk = SnapshotResponse {
-                    header,
-                    remaining_bytes: total - sent,
-                    blob,
-                    version: ETCD_VERSION.to_owned(),
-                };
-                if tx.blocking_send(Ok(chunk)).is_err() {
-                    return; // the client went away
                 }
             }
-        });
-        let chunks = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|chunk| (chunk, rx))
+            let blob = st.read.pop_front()?;
+            st.sent += blob.len() as u64;
+            let chunk = SnapshotResponse {
+                header,
+                remaining_bytes: total - st.sent,
+                blob,
+                version: ETCD_VERSION.to_owned(),
+            };
+            Some((Ok(chunk), st))
         });
         Ok(Response::new(Box::pin(chunks)))
     }
