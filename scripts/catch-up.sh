@@ -36,7 +36,7 @@ for server in "${servers[@]}"; do
   initial=$(sed -n 's/^ETCD_INITIAL_CLUSTER="\(.*\)"$/\1/p' "$work/add")
   began=$(date +%s.%N)
   case $server in
-    cairn) bin=target/release/cairn ;;
+    cairn) bin=${cairn_bin:-target/release/cairn} ;;
     etcd) bin=etcd ;;
   esac
   rm -rf "$work/m3"
