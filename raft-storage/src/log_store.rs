@@ -277,6 +277,7 @@ mod tests {
                 .unwrap();
             raft.insert("committed", encode(&Some(id(8)))).unwrap();
             raft.insert("purged", encode(&id(4))).unwrap();
+            raft.insert("format", "cairn-1").unwrap();
             db.flush().unwrap();
         }
 
@@ -298,6 +299,18 @@ mod tests {
             let b = o.store.shared.engine.backend();
             assert!(b.db.open_tree("log").unwrap().is_empty());
             assert!(LEGACY_KEYS.iter().all(|k| b.raft.get(k).unwrap().is_none()));
+            assert_eq!(b.raft.get("format").unwrap().unwrap(), "cairn-2");
         }
+    }
+
+    /// A database whose log is in its own files refuses to open without
+    /// them, rather than start again with an empty log.
+    #[test]
+    fn a_missing_log_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        drop(open(&Options::new(d.path())).unwrap());
+        std::fs::remove_dir_all(d.path().join("wal")).unwrap();
+        let err = open(&Options::new(d.path())).err().expect("refused");
+        assert!(err.to_string().contains("the Raft log is missing"), "{err}");
     }
 }

@@ -11,9 +11,13 @@ use crate::mvcc::Store;
 use crate::snapshot::{self, INSTALLING};
 use crate::state_machine::StateMachine;
 
-/// The on-disk format this build writes, kept in the `raft` tree.
+/// The on-disk format this build writes, kept in the `raft` tree: 2 since
+/// the Raft log left sled for its own files (`wal`). A build that knows
+/// only format 1 refuses it, rather than find no log in sled.
 const FORMAT_KEY: &[u8] = b"format";
-const FORMAT: &[u8] = b"cairn-1";
+const FORMAT: &[u8] = b"cairn-2";
+/// The format with the Raft log in sled, which [`open`] moves out.
+const FORMAT_1: &[u8] = b"cairn-1";
 
 /// The Raft log's directory in the store dir (see `wal`).
 const WAL_DIR: &str = "wal";
@@ -68,8 +72,13 @@ pub fn open(opts: &Options) -> Result<Opened> {
     let existed = path.exists();
     let db = open_db(&path, opts.cache_capacity)?;
     let raft = db.open_tree("raft")?;
+    let format_1 = raft
+        .get(FORMAT_KEY)?
+        .is_some_and(|f| f.as_ref() == FORMAT_1);
+    // A database that already has a Raft log of format 2 must find it.
+    let log_expected = raft.get(FORMAT_KEY)?.is_some() && !format_1;
     match raft.get(FORMAT_KEY)? {
-        Some(f) if f.as_ref() == FORMAT => {}
+        Some(f) if f.as_ref() == FORMAT || format_1 => {}
         Some(f) => {
             return Err(Error::Corruption(format!(
                 "{}: unknown format {:?}",
@@ -100,7 +109,20 @@ pub fn open(opts: &Options) -> Result<Opened> {
         opts.cache_capacity,
         Backend::new(db, name)?,
     ));
-    let log_store = LogStore::open(engine.clone(), &opts.dir.join(WAL_DIR))?;
+    let wal_dir = opts.dir.join(WAL_DIR);
+    if log_expected && !wal_dir.exists() {
+        return Err(Error::Corruption(format!(
+            "{}: the Raft log is missing",
+            wal_dir.display()
+        )));
+    }
+    let log_store = LogStore::open(engine.clone(), &wal_dir)?;
+    if format_1 {
+        // The log has moved (durably): now a format 1 build must refuse it.
+        let b = engine.backend();
+        b.raft.insert(FORMAT_KEY, FORMAT)?;
+        engine.sync(&b)?;
+    }
     let store = Store::open(engine)?;
     let state_machine = StateMachine::new(store.clone(), opts.dir.clone())?;
     snapshot::clean_scratch(&opts.dir)?;
