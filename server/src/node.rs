@@ -57,6 +57,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for the storage to close after that.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A listener's serving task.
+type Serving = JoinHandle<std::result::Result<(), tonic::transport::Error>>;
+
 /// A running member serving the etcd v3 API.
 ///
 /// Dropping a `Node` without [`Node::shutdown`] leaves its tasks running
@@ -67,8 +70,12 @@ pub struct Node {
     store: Store,
     client_addrs: Vec<SocketAddr>,
     peer_addrs: Vec<SocketAddr>,
+    /// Stops the client listeners (and ends lease keep-alive streams).
     stop_serving: watch::Sender<bool>,
-    servers: Vec<JoinHandle<std::result::Result<(), tonic::transport::Error>>>,
+    servers: Vec<Serving>,
+    /// Stops the peer listeners, after the client ones have drained.
+    stop_peers: watch::Sender<bool>,
+    peer_servers: Vec<Serving>,
     read_barrier: JoinHandle<()>,
     auto_compactor: Option<JoinHandle<()>>,
     /// Scheduled backups (`--backup-dir`).
@@ -191,6 +198,8 @@ impl Node {
             peer_addrs,
             stop_serving: watch::channel(false).0,
             servers: Vec::new(),
+            stop_peers: watch::channel(false).0,
+            peer_servers: Vec::new(),
             read_barrier: tokio::spawn(async {}),
             auto_compactor: None,
             backups: None,
@@ -280,12 +289,8 @@ impl Node {
                 .max_concurrent_streams(Some(u32::MAX))
                 .add_service(peer_server.clone());
             let ready = watch::channel(true).1;
-            self.servers.push(serve(
-                router,
-                listener,
-                ready,
-                self.stop_serving.subscribe(),
-            ));
+            self.peer_servers
+                .push(serve(router, listener, ready, self.stop_peers.subscribe()));
         }
         Ok(Core {
             route,
@@ -544,7 +549,8 @@ impl Node {
     ///
     /// Client listeners close at once; requests in flight get
     /// [`DRAIN_TIMEOUT`] to finish, then their connections are dropped.
-    /// Raft stops, and the call returns once every handle on the storage is
+    /// Only then do the peer listeners close (the same way), so that Raft
+    /// can still finish what those requests wait for. Raft stops, and the call returns once every handle on the storage is
     /// gone, so a new node may open the same data dir right away.
     pub async fn shutdown(self) {
         let Node {
@@ -555,6 +561,8 @@ impl Node {
             peer_addrs: _,
             stop_serving,
             servers,
+            stop_peers,
+            peer_servers,
             read_barrier,
             auto_compactor,
             backups,
@@ -585,18 +593,13 @@ impl Node {
         if let Some((hub, _)) = &watch {
             hub.close();
         }
+        // Clients first. The peer listeners stay up meanwhile: a request in
+        // flight here may wait for this member to apply its entry, which
+        // takes the leader's AppendEntries.
         let _ = stop_serving.send(true);
-        for mut server in servers {
-            match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "client server failed"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "client server task failed"),
-                Err(_) => {
-                    tracing::warn!("connections still busy after {DRAIN_TIMEOUT:?}; dropping them");
-                    server.abort();
-                }
-            }
-        }
+        drain(servers, "client").await;
+        let _ = stop_peers.send(true);
+        drain(peer_servers, "peer").await;
         if let Err(e) = raft.shutdown().await {
             tracing::warn!(error = %e, "raft task failed while shutting down");
         }
@@ -626,6 +629,25 @@ impl Node {
     }
 }
 
+/// Waits up to [`DRAIN_TIMEOUT`] for `servers` to finish the requests
+/// they have (their listeners already told to stop), then drops their
+/// connections.
+async fn drain(servers: Vec<Serving>, kind: &str) {
+    for mut server in servers {
+        match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "{kind} server failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "{kind} server task failed"),
+            Err(_) => {
+                tracing::warn!(
+                    "{kind} connections still busy after {DRAIN_TIMEOUT:?}; dropping them"
+                );
+                server.abort();
+            }
+        }
+    }
+}
+
 /// Serves `router` on `listener` from the moment `ready` is true until the
 /// node stops; connections wait in the backlog until then.
 fn serve(
@@ -633,7 +655,7 @@ fn serve(
     listener: TcpListener,
     mut ready: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
-) -> JoinHandle<std::result::Result<(), tonic::transport::Error>> {
+) -> Serving {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tokio::spawn(async move {
         tokio::select! {
