@@ -550,8 +550,9 @@ impl Node {
     /// Client listeners close at once; requests in flight get
     /// [`DRAIN_TIMEOUT`] to finish, then their connections are dropped.
     /// Only then do the peer listeners close (the same way), so that Raft
-    /// can still finish what those requests wait for. Raft stops, and the call returns once every handle on the storage is
-    /// gone, so a new node may open the same data dir right away.
+    /// can still finish what those requests wait for. Raft stops, and the
+    /// call returns once every handle on the storage is gone, so a new node
+    /// may open the same data dir right away.
     pub async fn shutdown(self) {
         let Node {
             ids,
