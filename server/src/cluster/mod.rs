@@ -176,7 +176,11 @@ pub(crate) struct Membership {
 /// The member list in `metrics`, sorted by id.
 pub(crate) fn listed(raft: &Raft) -> Vec<Listed> {
     let metrics = raft.metrics().borrow().clone();
-    let membership = metrics.membership_config.membership();
+    listed_in(metrics.membership_config.membership())
+}
+
+/// The members of `membership`, as [`listed`] shows them.
+fn listed_in(membership: &openraft::Membership<NodeId, Member>) -> Vec<Listed> {
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     membership
         .nodes()
@@ -326,18 +330,27 @@ impl Membership {
                 (id, ChangeMembers::SetNodes(BTreeMap::from([(id, member)])))
             }
         };
-        self.apply(changes).await?;
-        let members = listed(&self.raft);
+        // The list is the change's own result: openraft publishes its
+        // metrics a moment after the change returns, so a list read from
+        // them could still lack an added member.
+        let members = match self.apply(changes).await? {
+            Some(membership) => listed_in(&membership),
+            None => listed(&self.raft),
+        };
         let member = members.iter().find(|m| m.id == concerned).cloned();
         Ok(MemberChanged { member, members })
     }
 
     /// Proposes `changes`, waiting out a change already in progress.
-    async fn apply(&self, changes: ChangeMembers<NodeId, Member>) -> Result<(), RequestError> {
+    /// Returns the membership the change committed.
+    async fn apply(
+        &self,
+        changes: ChangeMembers<NodeId, Member>,
+    ) -> Result<Option<openraft::Membership<NodeId, Member>>, RequestError> {
         let deadline = Instant::now() + self.timeout;
         loop {
             match self.raft.change_membership(changes.clone(), false).await {
-                Ok(_) => return Ok(()),
+                Ok(written) => return Ok(written.membership),
                 Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                     if Instant::now() >= deadline {
                         return Err(ClusterError::Raft(e.to_string()).into());
