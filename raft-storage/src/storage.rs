@@ -72,12 +72,11 @@ pub fn open(opts: &Options) -> Result<Opened> {
     let existed = path.exists();
     let db = open_db(&path, opts.cache_capacity)?;
     let raft = db.open_tree("raft")?;
-    let format_1 = raft
-        .get(FORMAT_KEY)?
-        .is_some_and(|f| f.as_ref() == FORMAT_1);
+    let format = raft.get(FORMAT_KEY)?;
+    let format_1 = format.as_ref().is_some_and(|f| f.as_ref() == FORMAT_1);
     // A database that already has a Raft log of format 2 must find it.
-    let log_expected = raft.get(FORMAT_KEY)?.is_some() && !format_1;
-    match raft.get(FORMAT_KEY)? {
+    let log_expected = format.is_some() && !format_1;
+    match format {
         Some(f) if f.as_ref() == FORMAT || format_1 => {}
         Some(f) => {
             return Err(Error::Corruption(format!(

@@ -159,16 +159,11 @@ fn torn(pos: u64, record: &[u8]) -> bool {
 
 /// Fills `buf` from `r`: false if `r` ends first (at once or part way).
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<bool> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => return Ok(false),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
+    match r.read_exact(buf) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e.into()),
     }
-    Ok(true)
 }
 
 fn record(tag: u8, value: &impl serde::Serialize, out: &mut Vec<u8>) {
@@ -310,17 +305,17 @@ impl Wal {
         };
         for seq in seqs {
             let path = segment_path(dir, seq);
-            let file = OpenOptions::new().read(true).write(true).open(&path)?;
+            let file = Arc::new(OpenOptions::new().read(true).write(true).open(&path)?);
             inner.segments.insert(
                 seq,
                 Segment {
-                    file: Arc::new(file),
+                    file: file.clone(),
                     last_index: None,
                 },
             );
-            let file = File::open(&path)?;
             let size = file.metadata()?.len();
-            let mut reader = BufReader::with_capacity(1 << 20, file);
+            // Writes are positional, so reading moves no offset they use.
+            let mut reader = BufReader::with_capacity(1 << 20, &*file);
             let (mut pos, mut header, mut body) = (0u64, [0u8; HEADER], Vec::new());
             let end = loop {
                 if !read_full(&mut reader, &mut header)? {

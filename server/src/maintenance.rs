@@ -225,7 +225,6 @@ impl MaintenanceService {
     }
 }
 
-/// Reads until `buf` is full or the reader ends; returns the bytes read.
 /// Chunks of a backup read at once by the Snapshot RPC's stream (1 MiB).
 const READ_AHEAD: usize = 32;
 
@@ -261,6 +260,7 @@ fn read_ahead(mut backup: Backup) -> ReadAhead {
     (Some(backup), Ok(chunks))
 }
 
+/// Reads until `buf` is full or the reader ends; returns the bytes read.
 fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
