@@ -93,6 +93,7 @@ pub(crate) struct Wal {
     inner: Mutex<Inner>,
 }
 
+#[derive(Default)]
 struct Inner {
     /// By sequence number; the last one is written to.
     segments: BTreeMap<u64, Segment>,
@@ -295,14 +296,7 @@ impl Wal {
                 dir.display()
             )));
         };
-        let mut inner = Inner {
-            segments: BTreeMap::new(),
-            len: 0,
-            vote: None,
-            committed: None,
-            purged: None,
-            entries: BTreeMap::new(),
-        };
+        let mut inner = Inner::default();
         for seq in seqs {
             let path = segment_path(dir, seq);
             let file = Arc::new(OpenOptions::new().read(true).write(true).open(&path)?);
@@ -400,12 +394,10 @@ impl Wal {
         }
         fs::create_dir_all(&tmp)?;
         let inner = Inner {
-            segments: BTreeMap::new(),
-            len: 0,
             vote,
             committed,
             purged,
-            entries: BTreeMap::new(),
+            ..Inner::default()
         };
         let mut bytes = inner.header_records();
         for e in &entries {
