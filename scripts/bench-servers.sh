@@ -9,8 +9,9 @@
 # and $endpoints their client URLs, comma-separated. $cairn_bin picks the
 # cairn binary (default target/release/cairn), for A/B runs.
 # `run SERVER NAME ARGS...` does one measured run: a fresh cluster, then
-# the load loop `$load` against it (with `--pid` when `$pass_pid` is set),
-# as one JSON line tagged with $round and NAME.
+# the load loop `$load` against it (with `--pid` when `$pass_pid` is set,
+# `--server-pids` with every member's when `$pass_server_pids` is), as one
+# JSON line tagged with $round and NAME.
 
 for bin in etcd /opt/etcd-3.5/etcd /opt/etcd-3.5/etcdctl; do
   command -v "$bin" >/dev/null || { echo "$bin missing: run scripts/test.sh first" >&2; exit 1; }
@@ -73,6 +74,7 @@ run() { # server name loader-args...
   start "$server"
   local extra=()
   if [[ -n ${pass_pid:-} ]]; then extra=(--pid "$pid"); fi
+  if [[ -n ${pass_server_pids:-} ]]; then extra=(--server-pids "$(IFS=,; echo "${pids[*]}")"); fi
   printf '{"server":"%s","nodes":%d,"round":%d,"run":"%s","result":' "$server" "$nodes" "$round" "$name"
   "$load" --endpoints "$endpoints" "${extra[@]}" "$@" | tr -d '\n'
   echo "}"

@@ -34,6 +34,7 @@ WORKLOADS
 }
 
 source scripts/bench-servers.sh
+pass_server_pids=1
 for nodes in 1 3; do
   for round in $(seq "$rounds"); do
     while read -r name args; do

@@ -25,6 +25,8 @@ pub struct Load {
     pub total: usize,
     /// Operations per second in all; 0 for as fast as they go.
     pub rate: u64,
+    /// The server's processes, whose CPU time each run reports.
+    pub server_pids: Vec<u32>,
 }
 
 impl Load {
@@ -55,6 +57,7 @@ impl Load {
         Fut: Future<Output = Result<(), String>> + Send,
     {
         let next = Arc::new(AtomicUsize::new(0));
+        let cpu = CpuTimes::now(&self.server_pids);
         let pacer = Arc::new(Pacer::new(self.rate));
         let started = Instant::now();
         let mut workers = Vec::new();
@@ -100,8 +103,67 @@ impl Load {
             }
         }
         report.elapsed = started.elapsed();
+        let ops = report.latencies.len() + report.errors;
+        report.extra = CpuTimes::now(&self.server_pids).per_op_since(&cpu, ops);
         report
     }
+}
+
+/// CPU time (user and system) used so far by the server's processes and by
+/// this one, from `/proc`. It tells what an operation costs each side, which
+/// throughput alone hides when both share the machine's cores.
+struct CpuTimes {
+    server: Option<Duration>,
+    client: Option<Duration>,
+}
+
+impl CpuTimes {
+    fn now(server_pids: &[u32]) -> Self {
+        let server = (!server_pids.is_empty())
+            .then(|| {
+                server_pids
+                    .iter()
+                    .map(|pid| cpu_time(&pid.to_string()))
+                    .sum::<Option<Duration>>()
+            })
+            .flatten();
+        CpuTimes {
+            server,
+            client: cpu_time("self"),
+        }
+    }
+
+    /// Microseconds of CPU per operation since `before`, as report extras.
+    fn per_op_since(&self, before: &CpuTimes, ops: usize) -> Vec<(String, f64)> {
+        let per_op = |now: Option<Duration>, then: Option<Duration>| {
+            let used = now?.checked_sub(then?)?;
+            (ops > 0).then(|| used.as_secs_f64() * 1e6 / ops as f64)
+        };
+        [
+            ("server_cpu_us_per_op", per_op(self.server, before.server)),
+            ("client_cpu_us_per_op", per_op(self.client, before.client)),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_owned(), value?)))
+        .collect()
+    }
+}
+
+/// Ticks a second in `/proc/<pid>/stat`: Linux's USER_HZ, 100 on every
+/// architecture it exports times for.
+const USER_HZ: u64 = 100;
+
+/// User plus system CPU time of process `pid` ("self" for this one), or
+/// `None` if it is gone.
+fn cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name in parentheses may hold spaces; after it come the
+    // state (field 3) and the rest, so utime (field 14) is the 12th.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 1000 / USER_HZ))
 }
 
 /// Spaces operations `1 / rate` apart, whoever sends them.
@@ -224,6 +286,23 @@ mod tests {
         );
     }
 
+    #[test]
+    fn cpu_time_counts_what_this_process_spends() {
+        let before = cpu_time("self").unwrap();
+        // Spin until the clock moves (a few ticks), however busy the box.
+        let started = Instant::now();
+        let mut x = 0u64;
+        while cpu_time("self").unwrap() < before + Duration::from_millis(50)
+            && started.elapsed() < Duration::from_secs(30)
+        {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        assert!(cpu_time("self").unwrap() >= before + Duration::from_millis(50));
+        assert_eq!(cpu_time(&u32::MAX.to_string()), None);
+    }
+
     #[tokio::test]
     async fn drive_runs_every_operation_once_at_the_rate() {
         let load = Load {
@@ -232,6 +311,7 @@ mod tests {
             clients: 4,
             total: 20,
             rate: 100,
+            server_pids: vec![std::process::id()],
         };
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let record = seen.clone();
@@ -253,6 +333,9 @@ mod tests {
         assert_eq!(seen, (0..20).collect::<Vec<_>>());
         assert_eq!((report.latencies.len(), report.errors), (19, 1));
         assert_eq!(report.first_error.as_deref(), Some("three"));
+        // The "server" here is this process: both figures are there.
+        let names: Vec<_> = report.extra.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["server_cpu_us_per_op", "client_cpu_us_per_op"]);
         // 20 operations at 100/s: the last goes out 190 ms after the first.
         assert!(
             report.elapsed >= Duration::from_millis(190),

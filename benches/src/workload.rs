@@ -282,11 +282,13 @@ pub async fn watches(
     let mut report = Report::new("watch", puts.elapsed.max(started.elapsed()), latencies);
     report.errors = puts.errors + due.saturating_sub(report.latencies.len());
     report.first_error = puts.first_error.clone();
-    report.extra = vec![
+    // CPU per operation is per put: the puts' own figures.
+    report.extra = puts.extra.clone();
+    report.extra.extend([
         ("watchers".into(), watchers as f64),
         ("creation_secs".into(), creation.as_secs_f64()),
         ("puts_per_sec".into(), puts.throughput()),
-    ];
+    ]);
     Ok(report)
 }
 

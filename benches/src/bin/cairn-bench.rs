@@ -52,6 +52,10 @@ struct Args {
     /// One JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// The server's process ids, comma-separated (all members on this
+    /// machine): reports their CPU time per operation, and this process's.
+    #[arg(long, value_delimiter = ',')]
+    server_pids: Vec<u32>,
     #[command(subcommand)]
     workload: Workload,
 }
@@ -135,6 +139,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         clients: args.clients,
         total: args.total,
         rate: args.rate,
+        server_pids: args.server_pids.clone(),
     };
     let data = Data {
         keys: Keys {
