@@ -10,6 +10,10 @@
 //! round, never the current one: the round in flight may have started (and
 //! its leadership check been answered) before the read arrived, and would
 //! then not prove anything about it.
+//!
+//! A leader that is its cluster's only voter skips the barrier
+//! ([`Route::reads_alone`]): nobody else can commit, and what it
+//! acknowledged it has applied.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -47,10 +51,12 @@ type Waiter = oneshot::Sender<Result<(), ReadError>>;
 
 /// A handle on the read barrier; cheap to clone. The loop task ends when the
 /// last handle is dropped.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct ReadBarrier {
     waiters: mpsc::UnboundedSender<Waiter>,
     timeout: Duration,
+    /// True when a read needs no round at all.
+    alone: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 impl ReadBarrier {
@@ -61,14 +67,23 @@ impl ReadBarrier {
     /// follower it asks the leader for its read index, then waits until
     /// this member has applied that far.
     pub(crate) fn spawn(route: Route, timeout: Duration) -> (Self, JoinHandle<()>) {
-        Self::spawn_with(timeout, move || {
+        let alone = {
+            let route = route.clone();
+            move || route.reads_alone()
+        };
+        Self::spawn_with(timeout, alone, move || {
             let route = route.clone();
             async move { confirm(&route).await }
         })
     }
 
-    /// Starts the loop task with `confirm` as one round of confirmation.
-    fn spawn_with<F, Fut>(timeout: Duration, confirm: F) -> (Self, JoinHandle<()>)
+    /// Starts the loop task with `confirm` as one round of confirmation;
+    /// no read waits for one while `alone` says so.
+    fn spawn_with<F, Fut>(
+        timeout: Duration,
+        alone: impl Fn() -> bool + Send + Sync + 'static,
+        confirm: F,
+    ) -> (Self, JoinHandle<()>)
     where
         F: FnMut() -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), ReadError>> + Send + 'static,
@@ -79,6 +94,7 @@ impl ReadBarrier {
             ReadBarrier {
                 waiters: tx,
                 timeout,
+                alone: Arc::new(alone),
             },
             task,
         )
@@ -95,6 +111,9 @@ impl ReadBarrier {
     ///
     /// Cancel safe: a dropped waiter is skipped by the loop.
     pub(crate) async fn wait(&self) -> Result<(), ReadError> {
+        if (self.alone)() {
+            return Ok(());
+        }
         let (tx, rx) = oneshot::channel();
         self.waiters.send(tx).map_err(|_| ReadError::Stopped)?;
         match tokio::time::timeout(self.timeout, rx).await {
@@ -200,7 +219,7 @@ mod tests {
     #[tokio::test]
     async fn queued_reads_share_a_round_and_late_reads_wait_for_the_next() {
         let (rounds, gate, confirm) = gated();
-        let (barrier, _task) = ReadBarrier::spawn_with(Duration::from_secs(60), confirm);
+        let (barrier, _task) = ReadBarrier::spawn_with(Duration::from_secs(60), || false, confirm);
 
         // The first read starts round 1.
         let first = tokio::spawn({
@@ -240,19 +259,48 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn errors_reach_every_waiter() {
-        let (barrier, _task) = ReadBarrier::spawn_with(Duration::from_secs(60), || async {
-            Err(ReadError::Stopped)
+    async fn a_sole_voter_reads_without_a_round_and_others_with_one() {
+        let (rounds, gate, confirm) = gated();
+        let alone = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let is_alone = alone.clone();
+        let (barrier, _task) = ReadBarrier::spawn_with(
+            Duration::from_secs(60),
+            move || is_alone.load(Ordering::SeqCst),
+            confirm,
+        );
+        barrier.wait().await.expect("no round needed");
+        assert_eq!(rounds.load(Ordering::SeqCst), 0);
+
+        // A second voter (say): the next read waits for a round again.
+        alone.store(false, Ordering::SeqCst);
+        let read = tokio::spawn({
+            let b = barrier.clone();
+            async move { b.wait().await }
         });
+        until(&rounds, 1).await;
+        assert!(!read.is_finished());
+        gate.add_permits(1);
+        read.await.expect("no panic").expect("the round succeeds");
+    }
+
+    #[tokio::test]
+    async fn errors_reach_every_waiter() {
+        let (barrier, _task) = ReadBarrier::spawn_with(
+            Duration::from_secs(60),
+            || false,
+            || async { Err(ReadError::Stopped) },
+        );
         let results = futures::future::join_all((0..3).map(|_| barrier.wait())).await;
         assert!(results.iter().all(|r| matches!(r, Err(ReadError::Stopped))));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_stuck_round_times_out() {
-        let (barrier, _task) = ReadBarrier::spawn_with(Duration::from_millis(100), || {
-            futures::future::pending::<Result<(), ReadError>>()
-        });
+        let (barrier, _task) = ReadBarrier::spawn_with(
+            Duration::from_millis(100),
+            || false,
+            || futures::future::pending::<Result<(), ReadError>>(),
+        );
         assert!(matches!(barrier.wait().await, Err(ReadError::Timeout)));
     }
 }

@@ -24,6 +24,7 @@ use cairn_proto::cairnpeer::peer_client::PeerClient;
 use cairn_proto::cairnpeer::{Envelope, Reply};
 use cairn_raft_storage::{Member, NodeId, Raft, Request, Response};
 use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::ServerState;
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -443,6 +444,31 @@ impl Route {
             .await
             .map_err(|_| LinearizableError::Behind)?;
         Ok(self.restarted.last_index)
+    }
+
+    /// Whether this member may serve a linearizable read from its own state
+    /// machine at once: it leads, its cluster's only voter is itself, that
+    /// membership is applied (so committed, not just appended), and it has
+    /// applied its whole log from before it started (see
+    /// [`Route::linearizable`]).
+    ///
+    /// Then no other member can lead or commit, and every write it
+    /// acknowledged was applied here before the answer went out, so a
+    /// confirmation round proves nothing more. etcd's raft answers a
+    /// single voter's ReadIndex at once alike. openraft publishes its
+    /// metrics before it waits for each next message, and a membership
+    /// change that adds a voter is in them long before the new voter can
+    /// run for election (it must first receive the entry, then miss an
+    /// election timeout of heartbeats).
+    pub(crate) fn reads_alone(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let applied = m.last_applied.map_or(0, |id| id.index);
+        let membership = &m.membership_config;
+        m.state == ServerState::Leader
+            && applied >= self.restarted.last_index
+            && membership.log_id().map_or(0, |id| id.index) <= applied
+            && membership.membership().voter_ids().eq([self.me])
     }
 
     /// Whether this leader is handing leadership over; see

@@ -77,6 +77,11 @@ on_both!(
     etcdctl_member_commands_on_cairn
 );
 
+on_both!(
+    two_voters_read_together,
+    two_voters_read_together_on_etcd,
+    two_voters_read_together_on_cairn
+);
 on_both!(move_leader, move_leader_on_etcd, move_leader_on_cairn);
 // Cairn only for now: on etcd 3.4 the first member added back to the
 // forced cluster stayed one revision behind in this scenario, which needs
@@ -300,6 +305,34 @@ async fn formation(flavor: Flavor, n: usize) {
         let kv = kv.unwrap_or_else(|| panic!("m{i} misses a committed write"));
         assert_eq!((kv.value.as_slice(), kv.mod_revision), (&b"2"[..], last));
     }
+}
+
+/// Two voters: a linearizable read needs both, so with the follower killed
+/// it fails on the leader, where a serializable read still answers; with
+/// the follower back, linearizable reads answer again.
+async fn two_voters_read_together(flavor: Flavor) {
+    let mut cluster = Cluster::start(flavor, 2, &[]).await;
+    let leader = cluster.leader().await;
+    let follower = 1 - leader;
+    put(cluster.member(leader), "tv/a", "1").await;
+    cluster.kill(follower);
+    let refused = get(cluster.member(leader), "tv/a", Read::linearizable()).await;
+    assert!(
+        refused.is_err(),
+        "a linearizable read without the other voter: {refused:?}"
+    );
+    let local = get(cluster.member(leader), "tv/a", Read::serializable()).await;
+    assert_eq!(local.expect("serializable").expect("tv/a").value, b"1");
+
+    cluster.restart(follower).await;
+    eventually("a linearizable read with both voters", async || {
+        let leader = cluster.leader().await;
+        match get(cluster.member(leader), "tv/a", Read::linearizable()).await {
+            Ok(Some(kv)) if kv.value == b"1" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 }
 
 /// SIGKILL the leader under a stream of writes from a client that fails
