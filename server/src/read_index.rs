@@ -299,7 +299,7 @@ mod tests {
         let (barrier, _task) = ReadBarrier::spawn_with(
             Duration::from_millis(100),
             || false,
-            || futures::future::pending::<Result<(), ReadError>>(),
+            futures::future::pending::<Result<(), ReadError>>,
         );
         assert!(matches!(barrier.wait().await, Err(ReadError::Timeout)));
     }
