@@ -57,7 +57,7 @@ pub use defrag::Defragmented;
 pub use error::{ApplyError, Error, Result};
 pub use lease::Lease;
 pub use log_store::LogStore;
-pub use mvcc::Store;
+pub use mvcc::{read_only_ranges, Store};
 pub use state_machine::StateMachine;
 pub use storage::{open, Opened, Options, DEFAULT_CACHE_BYTES};
 pub use typ::{Member, NodeId, Raft, Request, Response, SnapshotFile, TypeConfig};

@@ -548,6 +548,24 @@ impl Store {
         finish_range(req, plan, |rev| fetch(&backend.mvcc, rev))
     }
 
+    /// Runs a read-only txn ([`read_only_ranges`]) at the current
+    /// revision, without the log, as apply would run it; `None` if `t` is
+    /// not read-only. The header carries only `revision`.
+    ///
+    /// # Errors
+    /// Storage errors; the inner error is what apply would refuse it with.
+    pub fn read_txn(&self, t: &TxnRequest) -> Option<Result<Result<TxnResponse, ApplyError>>> {
+        read_only_ranges(t)?;
+        let st = self.shared.state.read();
+        let _gate = self.shared.comp.gate.read();
+        let backend = self.shared.engine.backend();
+        let mut view = ReadView {
+            st: &st,
+            tree: &backend.mvcc,
+        };
+        Some(view.txn(t))
+    }
+
     /// Applies committed entries in one atomic batch.
     pub(crate) fn apply(&self, entries: Vec<Entry<TypeConfig>>) -> Result<Vec<Response>> {
         let w = self.shared.engine.write();
@@ -1037,25 +1055,6 @@ impl Writer<'_> {
         self.st.current + 1
     }
 
-    /// The revision a read inside this request sees: its own writes count.
-    fn read_rev(&self) -> i64 {
-        if self.sub > 0 {
-            self.main()
-        } else {
-            self.st.current
-        }
-    }
-
-    fn value(&self, rev: Revision) -> Result<KeyValue> {
-        match self.written.puts.get(&rev) {
-            Some(&i) => Ok(self.written.events[i]
-                .kv
-                .clone()
-                .expect("invariant: a written event has a kv")),
-            None => fetch(self.tree, rev),
-        }
-    }
-
     fn live_value(&self, key: &[u8]) -> Result<Option<KeyValue>> {
         match self.st.index.get(key).and_then(|ki| ki.live()) {
             Some(l) => self.value(l.modified).map(Some),
@@ -1104,91 +1103,10 @@ impl Writer<'_> {
         Ok(resp)
     }
 
-    fn check_put(&self, p: &PutRequest) -> Result<Result<(), ApplyError>> {
-        // ignore_lease takes the key's lease, which exists: no check.
-        if p.lease != 0 && !self.st.leases.contains(p.lease) {
-            return Ok(Err(ApplyError::LeaseNotFound));
-        }
-        if (p.ignore_value || p.ignore_lease) && self.live_value(&p.key)?.is_none() {
-            return Ok(Err(ApplyError::KeyNotFound));
-        }
-        Ok(Ok(()))
-    }
-
-    fn check_range(&self, r: &RangeRequest) -> Result<(), ApplyError> {
-        if r.revision > self.st.current {
-            Err(ApplyError::FutureRevision)
-        } else if r.revision > 0 && r.revision < self.st.compact {
-            Err(ApplyError::Compacted)
-        } else {
-            Ok(())
-        }
-    }
-
     fn next_rev(&mut self) -> Revision {
         let rev = Revision::new(self.main(), self.sub);
         self.sub += 1;
         rev
-    }
-
-    fn put(&mut self, p: &PutRequest) -> Result<PutResponse> {
-        let prev = if p.prev_kv || p.ignore_value || p.ignore_lease {
-            self.live_value(&p.key)?
-        } else {
-            None
-        };
-        let value = match (&prev, p.ignore_value) {
-            (Some(prev), true) => prev.value.clone(),
-            _ => p.value.clone(),
-        };
-        let lease = match (&prev, p.ignore_lease) {
-            (Some(prev), true) => prev.lease,
-            _ => p.lease,
-        };
-        let rev = self.next_rev();
-        let (created, version) = self.st.index.entry(&p.key).put(rev);
-        self.st.leases.attach(&p.key, lease);
-        let kv = KeyValue {
-            key: p.key.clone(),
-            create_revision: created,
-            mod_revision: rev.main,
-            version,
-            value,
-            lease,
-        };
-        let (k, v) = (rev.to_key(false), kv.encode_to_vec());
-        self.written.bytes += record_bytes(&k, &v);
-        self.batch.insert(k, v);
-        self.written.puts.insert(rev, self.written.events.len());
-        self.written.events.push(event(kv, false));
-        Ok(PutResponse {
-            header: Some(header(rev.main)),
-            prev_kv: if p.prev_kv { prev } else { None },
-        })
-    }
-
-    fn delete(&mut self, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
-        let range = KeyRange::new(&d.key, &d.range_end);
-        let live: Vec<(Vec<u8>, Revision)> = self
-            .st
-            .index
-            .live_in(&range)
-            .map(|(k, l)| (k.to_vec(), l.modified))
-            .collect();
-        let mut prev_kvs = Vec::new();
-        if d.prev_kv {
-            for (_, rev) in &live {
-                prev_kvs.push(self.value(*rev)?);
-            }
-        }
-        for (key, _) in &live {
-            self.tombstone(key);
-        }
-        Ok(DeleteRangeResponse {
-            header: Some(header(self.read_rev())),
-            deleted: live.len() as i64,
-            prev_kvs,
-        })
     }
 
     /// Deletes live `key` at the next sub revision.
@@ -1296,8 +1214,58 @@ impl Writer<'_> {
         })
     }
 
+    fn compact(&mut self, c: &CompactionRequest) -> (Response, Option<Job>) {
+        if c.revision <= self.st.compact {
+            return (Response::Rejected(ApplyError::Compacted), None);
+        }
+        if c.revision > self.st.current {
+            return (Response::Rejected(ApplyError::FutureRevision), None);
+        }
+        self.st.compact = c.revision;
+        let keep = self.st.index.compact(c.revision);
+        let resp = CompactionResponse {
+            header: Some(header(self.st.current)),
+        };
+        (
+            Response::Compaction(resp),
+            Some(Job {
+                rev: c.revision,
+                keep,
+            }),
+        )
+    }
+}
+
+/// What a txn runs against: the state at one revision, and writes. The
+/// applying [`Writer`] is one (its own writes in the request count); a
+/// [`ReadView`] is the other, for read-only txns served without the log,
+/// and is never asked to write.
+trait TxnTarget {
+    fn state(&self) -> &State;
+    /// The revision reads see.
+    fn read_rev(&self) -> i64;
+    fn value(&self, rev: Revision) -> Result<KeyValue>;
+    fn check_put(&self, p: &PutRequest) -> Result<Result<(), ApplyError>>;
+    fn put(&mut self, p: &PutRequest) -> Result<PutResponse>;
+    fn delete(&mut self, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse>;
+
+    fn check_range(&self, r: &RangeRequest) -> Result<(), ApplyError> {
+        if r.revision > self.state().current {
+            Err(ApplyError::FutureRevision)
+        } else if r.revision > 0 && r.revision < self.state().compact {
+            Err(ApplyError::Compacted)
+        } else {
+            Ok(())
+        }
+    }
+
     fn range(&self, r: &RangeRequest) -> Result<RangeResponse> {
-        let plan = plan_range(&self.st.index, r, self.read_rev(), self.st.compact)?;
+        let plan = plan_range(
+            &self.state().index,
+            r,
+            self.read_rev(),
+            self.state().compact,
+        )?;
         finish_range(r, plan, |rev| self.value(rev))
     }
 
@@ -1333,23 +1301,13 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn branch<'t>(t: &'t TxnRequest, path: &[bool], i: &mut usize) -> &'t [RequestOp] {
-        let ok = path[*i];
-        *i += 1;
-        if ok {
-            &t.success
-        } else {
-            &t.failure
-        }
-    }
-
     fn check_path(
         &self,
         t: &TxnRequest,
         path: &[bool],
         i: &mut usize,
     ) -> Result<Result<(), ApplyError>> {
-        for op in Self::branch(t, path, i) {
+        for op in branch(t, path, i) {
             let r = match &op.request {
                 Some(request_op::Request::RequestPut(p)) => self.check_put(p)?,
                 Some(request_op::Request::RequestRange(r)) => self.check_range(r),
@@ -1367,7 +1325,7 @@ impl Writer<'_> {
 
     fn run_txn(&mut self, t: &TxnRequest, path: &[bool], i: &mut usize) -> Result<TxnResponse> {
         let succeeded = path[*i];
-        let ops = Self::branch(t, path, i);
+        let ops = branch(t, path, i);
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let response = match &op.request {
@@ -1399,7 +1357,12 @@ impl Writer<'_> {
     fn compare(&self, c: &Compare) -> Result<bool> {
         let range = KeyRange::new(&c.key, &c.range_end);
         let at = self.read_rev();
-        let revs: Vec<Revision> = self.st.index.range_at(&range, at).map(|(_, r)| r).collect();
+        let revs: Vec<Revision> = self
+            .state()
+            .index
+            .range_at(&range, at)
+            .map(|(_, r)| r)
+            .collect();
         let target = CompareTarget::try_from(c.target).ok();
         if revs.is_empty() {
             if target == Some(CompareTarget::Value) {
@@ -1414,27 +1377,159 @@ impl Writer<'_> {
         }
         Ok(true)
     }
+}
 
-    fn compact(&mut self, c: &CompactionRequest) -> (Response, Option<Job>) {
-        if c.revision <= self.st.compact {
-            return (Response::Rejected(ApplyError::Compacted), None);
-        }
-        if c.revision > self.st.current {
-            return (Response::Rejected(ApplyError::FutureRevision), None);
-        }
-        self.st.compact = c.revision;
-        let keep = self.st.index.compact(c.revision);
-        let resp = CompactionResponse {
-            header: Some(header(self.st.current)),
-        };
-        (
-            Response::Compaction(resp),
-            Some(Job {
-                rev: c.revision,
-                keep,
-            }),
-        )
+/// The branch the compare path takes at step `i`; moves `i` on.
+fn branch<'t>(t: &'t TxnRequest, path: &[bool], i: &mut usize) -> &'t [RequestOp] {
+    let ok = path[*i];
+    *i += 1;
+    if ok {
+        &t.success
+    } else {
+        &t.failure
     }
+}
+
+impl TxnTarget for Writer<'_> {
+    fn state(&self) -> &State {
+        self.st
+    }
+
+    /// Its own writes count.
+    fn read_rev(&self) -> i64 {
+        if self.sub > 0 {
+            self.main()
+        } else {
+            self.st.current
+        }
+    }
+
+    fn value(&self, rev: Revision) -> Result<KeyValue> {
+        match self.written.puts.get(&rev) {
+            Some(&i) => Ok(self.written.events[i]
+                .kv
+                .clone()
+                .expect("invariant: a written event has a kv")),
+            None => fetch(self.tree, rev),
+        }
+    }
+
+    fn check_put(&self, p: &PutRequest) -> Result<Result<(), ApplyError>> {
+        // ignore_lease takes the key's lease, which exists: no check.
+        if p.lease != 0 && !self.st.leases.contains(p.lease) {
+            return Ok(Err(ApplyError::LeaseNotFound));
+        }
+        if (p.ignore_value || p.ignore_lease) && self.live_value(&p.key)?.is_none() {
+            return Ok(Err(ApplyError::KeyNotFound));
+        }
+        Ok(Ok(()))
+    }
+
+    fn put(&mut self, p: &PutRequest) -> Result<PutResponse> {
+        let prev = if p.prev_kv || p.ignore_value || p.ignore_lease {
+            self.live_value(&p.key)?
+        } else {
+            None
+        };
+        let value = match (&prev, p.ignore_value) {
+            (Some(prev), true) => prev.value.clone(),
+            _ => p.value.clone(),
+        };
+        let lease = match (&prev, p.ignore_lease) {
+            (Some(prev), true) => prev.lease,
+            _ => p.lease,
+        };
+        let rev = self.next_rev();
+        let (created, version) = self.st.index.entry(&p.key).put(rev);
+        self.st.leases.attach(&p.key, lease);
+        let kv = KeyValue {
+            key: p.key.clone(),
+            create_revision: created,
+            mod_revision: rev.main,
+            version,
+            value,
+            lease,
+        };
+        let (k, v) = (rev.to_key(false), kv.encode_to_vec());
+        self.written.bytes += record_bytes(&k, &v);
+        self.batch.insert(k, v);
+        self.written.puts.insert(rev, self.written.events.len());
+        self.written.events.push(event(kv, false));
+        Ok(PutResponse {
+            header: Some(header(rev.main)),
+            prev_kv: if p.prev_kv { prev } else { None },
+        })
+    }
+
+    fn delete(&mut self, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        let range = KeyRange::new(&d.key, &d.range_end);
+        let live: Vec<(Vec<u8>, Revision)> = self
+            .st
+            .index
+            .live_in(&range)
+            .map(|(k, l)| (k.to_vec(), l.modified))
+            .collect();
+        let mut prev_kvs = Vec::new();
+        if d.prev_kv {
+            for (_, rev) in &live {
+                prev_kvs.push(self.value(*rev)?);
+            }
+        }
+        for (key, _) in &live {
+            self.tombstone(key);
+        }
+        Ok(DeleteRangeResponse {
+            header: Some(header(self.read_rev())),
+            deleted: live.len() as i64,
+            prev_kvs,
+        })
+    }
+}
+
+/// The committed state as a read-only txn sees it, under the state's read
+/// lock.
+struct ReadView<'a> {
+    st: &'a State,
+    tree: &'a sled::Tree,
+}
+
+impl TxnTarget for ReadView<'_> {
+    fn state(&self) -> &State {
+        self.st
+    }
+
+    fn read_rev(&self) -> i64 {
+        self.st.current
+    }
+
+    fn value(&self, rev: Revision) -> Result<KeyValue> {
+        fetch(self.tree, rev)
+    }
+
+    fn check_put(&self, _: &PutRequest) -> Result<Result<(), ApplyError>> {
+        unreachable!("a read-only txn has no puts")
+    }
+
+    fn put(&mut self, _: &PutRequest) -> Result<PutResponse> {
+        unreachable!("a read-only txn has no puts")
+    }
+
+    fn delete(&mut self, _: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        unreachable!("a read-only txn has no deletes")
+    }
+}
+
+/// The ranges of a txn whose every op, in both branches, is a Range; `None`
+/// if it writes or nests a txn (etcd's `isTxnReadonly`).
+pub fn read_only_ranges(t: &TxnRequest) -> Option<Vec<&RangeRequest>> {
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .map(|op| match &op.request {
+            Some(request_op::Request::RequestRange(r)) => Some(r),
+            _ => None,
+        })
+        .collect()
 }
 
 fn compare_kv(c: &Compare, target: Option<CompareTarget>, kv: &KeyValue) -> bool {
@@ -1618,6 +1713,101 @@ mod tests {
             self.0.lock().push(changes);
         }
         fn replaced(&self, _: i64, _: i64) {}
+    }
+
+    /// A read-only txn served without the log answers as its apply would:
+    /// compares, ranges at old and current revisions, and refusals.
+    #[test]
+    fn a_read_only_txn_reads_as_apply_would() {
+        use cairn_proto::etcdserverpb::compare::CompareResult;
+
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let store = Store::on(&db).unwrap();
+        store
+            .apply(vec![put(1, "a"), put(2, "b"), put(3, "a"), delete(4, "b")])
+            .unwrap();
+        let range = |key: &str, revision: i64| RequestOp {
+            request: Some(request_op::Request::RequestRange(RangeRequest {
+                key: key.as_bytes().to_vec(),
+                range_end: if key.is_empty() { vec![0] } else { Vec::new() },
+                revision,
+                ..Default::default()
+            })),
+        };
+        let version_is = |key: &str, version: i64| Compare {
+            result: CompareResult::Equal as i32,
+            target: CompareTarget::Version as i32,
+            key: key.as_bytes().to_vec(),
+            target_union: Some(TargetUnion::Version(version)),
+            ..Default::default()
+        };
+        let txn = |compare, success, failure| TxnRequest {
+            compare,
+            success,
+            failure,
+        };
+        let cases = [
+            txn(vec![version_is("a", 2)], vec![range("a", 0)], vec![]),
+            txn(
+                vec![version_is("a", 1)],
+                vec![range("a", 0)],
+                vec![range("", 2)],
+            ),
+            txn(vec![], vec![range("", 0), range("b", 3)], vec![]),
+            txn(vec![version_is("b", 0)], vec![range("a", 9)], vec![]),
+            txn(vec![], vec![], vec![]),
+        ];
+        let mut i = 5;
+        store
+            .apply(vec![entry(
+                i,
+                Request::Compaction(CompactionRequest {
+                    revision: 2,
+                    physical: false,
+                }),
+            )])
+            .unwrap();
+        i += 1;
+        let compacted = txn(vec![], vec![range("a", 1)], vec![]);
+        assert_eq!(
+            store.read_txn(&compacted).unwrap().unwrap(),
+            Err(ApplyError::Compacted)
+        );
+        for t in cases {
+            let read = store.read_txn(&t).expect("read-only").unwrap();
+            let applied = store
+                .apply(vec![entry(i, Request::Txn(t.clone()))])
+                .unwrap();
+            i += 1;
+            let expected = match applied.into_iter().next() {
+                Some(Response::Txn(r)) => Ok(r),
+                Some(Response::Rejected(e)) => Err(e),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(read, expected, "{t:?}");
+        }
+        let future = txn(vec![], vec![range("a", 9)], vec![]);
+        assert_eq!(
+            store.read_txn(&future).unwrap().unwrap(),
+            Err(ApplyError::FutureRevision)
+        );
+
+        let put_c = RequestOp {
+            request: Some(request_op::Request::RequestPut(PutRequest {
+                key: b"c".to_vec(),
+                ..Default::default()
+            })),
+        };
+        let writes = txn(vec![], vec![range("a", 0)], vec![put_c]);
+        assert!(store.read_txn(&writes).is_none());
+        let nested = txn(
+            vec![],
+            vec![RequestOp {
+                request: Some(request_op::Request::RequestTxn(txn(vec![], vec![], vec![]))),
+            }],
+            vec![],
+        );
+        assert!(store.read_txn(&nested).is_none());
     }
 
     /// The observer gets each apply call's events, in order, with the

@@ -1,16 +1,16 @@
 //! The KV service: Range, Put, DeleteRange, Txn and Compact.
 //!
 //! Each handler validates (`validate.rs`), then either reads the store
-//! (Range) or proposes through Raft (everything else, read-only txns
-//! included), fills the top-level header, and maps any failure with
-//! `status.rs`.
+//! (Range, and a Txn whose every op is a Range, as etcd's `isTxnReadonly`)
+//! or proposes through Raft (everything else), fills the top-level header,
+//! and maps any failure with `status.rs`.
 
 use cairn_proto::etcdserverpb::kv_server::Kv;
 use cairn_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
-use cairn_raft_storage::{Request as Proposal, Response as Applied, Store};
+use cairn_raft_storage::{read_only_ranges, Request as Proposal, Response as Applied, Store};
 use tonic::{Request, Response, Status};
 
 use crate::header::Header;
@@ -99,6 +99,18 @@ impl KvService {
 
     async fn do_txn(&self, req: TxnRequest) -> Result<TxnResponse, RequestError> {
         validate::txn(&req, self.max_txn_ops)?;
+        // A read-only txn is a read, as on etcd: it passes the read barrier
+        // unless every range in it is serializable, and skips the log.
+        if let Some(ranges) = read_only_ranges(&req) {
+            if !ranges.iter().all(|r| r.serializable) {
+                self.reads.wait().await?;
+            }
+            if let Some(resp) = self.store.read_txn(&req) {
+                let mut resp = resp?.map_err(RequestError::Apply)?;
+                resp.header = self.header.fill(resp.header);
+                return Ok(resp);
+            }
+        }
         let req = Proposal::Txn(req);
         self.quota.admit(&req).await?;
         match self.proposer.propose(req).await? {
