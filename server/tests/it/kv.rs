@@ -138,6 +138,37 @@ async fn txn_compare_on_mod_revision() {
     node.shutdown().await;
 }
 
+/// A txn that only reads is a read, as on etcd: it adds no Raft entry
+/// (Status's raft index stays), sees the latest write, and a txn that
+/// writes adds one.
+#[tokio::test]
+async fn a_read_only_txn_is_not_logged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start(dir.path()).await;
+    let mut c = client(&node).await;
+    c.put("r", "1", None).await.expect("put");
+    let raft_index =
+        async |c: &mut etcd_client::Client| c.status().await.expect("status").raft_index();
+    let before = raft_index(&mut c).await;
+
+    let read = Txn::new()
+        .when([Compare::version("r", CompareOp::Equal, 1)])
+        .and_then([TxnOp::get("r", None)])
+        .or_else([TxnOp::get("missing", None)]);
+    let answer = c.txn(read).await.expect("read-only txn");
+    assert!(answer.succeeded());
+    match &answer.op_responses()[..] {
+        [TxnOpResponse::Get(get)] => assert_eq!(get.kvs()[0].value(), b"1"),
+        other => panic!("expected one get response, got {other:?}"),
+    }
+    assert_eq!(raft_index(&mut c).await, before);
+
+    let write = Txn::new().and_then([TxnOp::put("r", "2", None)]);
+    c.txn(write).await.expect("txn that writes");
+    assert!(raft_index(&mut c).await > before);
+    node.shutdown().await;
+}
+
 #[tokio::test]
 async fn compaction_and_request_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
