@@ -8,24 +8,33 @@
 //! own revision, exactly as separate entries would, so batching is invisible
 //! to clients. Requests are independent (each client waits for its answer
 //! before it sends the next), so their order within a batch is free.
+//!
+//! A follower batches what it forwards the same way: requests that queue up
+//! while forwards are in flight go to the leader in one
+//! `Forwarded::ProposeBatch` call (at most `--max-request-bytes`, the
+//! leader's limit for one request), whose requests the leader splices into
+//! one entry; the follower then waits once for its own apply of that entry.
+//! A leader from before that call refuses it as undecodable, having done
+//! nothing, and the follower then forwards each request on its own.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_raft_storage::{Raft, Request, Response};
+use cairn_raft_storage::{Member, NodeId, Raft, Request, Response};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::peer::{Answer, ForwardError, Forwarded, Route, Target};
+use crate::peer::{Answer, ForwardError, Forwarded, Relayed, Route, Target};
 use crate::status::RequestError;
 
 /// Proposals in flight at once. Two keep the log busy: one flushing while
 /// the next is being formed.
 const IN_FLIGHT: usize = 2;
-/// At most this many requests in one entry.
+/// At most this many requests in one entry, or one forwarded batch.
 const MAX_BATCH: usize = 512;
-/// A batch stops growing past this many encoded bytes (a single request may
-/// be bigger, up to `--max-request-bytes`).
+/// An entry's batch holds at most this many encoded bytes (a single request
+/// may be bigger, up to `--max-request-bytes`).
 const MAX_BATCH_BYTES: usize = 2 << 20;
 
 /// What apply produced, and the index of the entry that carried it.
@@ -47,6 +56,8 @@ struct Pending {
 #[derive(Clone)]
 pub(crate) struct Proposer {
     queue: mpsc::UnboundedSender<Pending>,
+    /// Requests for the leader, when this member follows.
+    forwards: mpsc::UnboundedSender<Pending>,
     max_request_bytes: usize,
     timeout: Duration,
     route: Route,
@@ -62,9 +73,25 @@ impl Proposer {
         timeout: Duration,
     ) -> (Self, JoinHandle<()>) {
         let (queue, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(batch_loop(raft, rx));
+        let (forwards, forward_rx) = mpsc::unbounded_channel();
+        let proposing = batches(rx, MAX_BATCH_BYTES, move |batch| {
+            let raft = raft.clone();
+            async move { write(&raft, batch).await }
+        });
+        // The leader takes a forwarded batch as one request.
+        let forwarding = batches(forward_rx, max_request_bytes, {
+            let (route, local) = (route.clone(), queue.clone());
+            move |batch| {
+                let (route, local) = (route.clone(), local.clone());
+                async move { forward(&route, &local, batch).await }
+            }
+        });
+        let task = tokio::spawn(async move {
+            tokio::join!(proposing, forwarding);
+        });
         let proposer = Proposer {
             queue,
+            forwards,
             max_request_bytes,
             timeout,
             route,
@@ -95,16 +122,8 @@ impl Proposer {
         }
         let response = match self.route.target() {
             Target::Here => self.queue_here(request, size).await?.0,
-            Target::There(id, leader) => {
-                let forwarded = Forwarded::Propose(request);
-                match self.route.forward(id, &leader, &forwarded).await? {
-                    Answer::Proposed(response, index) => {
-                        self.route.applied(index).await?;
-                        response
-                    }
-                    _ => return Err(ForwardError::Mismatch.into()),
-                }
-            }
+            // The forwarding task answers once this member has applied it.
+            Target::There(..) => self.wait_in(&self.forwards, request, size).await?.0,
             Target::Nobody => return Err(RequestError::NoLeader),
         };
         match response {
@@ -141,8 +160,19 @@ impl Proposer {
         if self.route.transferring() {
             return Err(RequestError::NoLeader);
         }
+        self.wait_in(&self.queue, request, size).await
+    }
+
+    /// Queues `request` on `queue` and waits for its answer, up to the
+    /// request timeout.
+    async fn wait_in(
+        &self,
+        queue: &mpsc::UnboundedSender<Pending>,
+        request: Request,
+        size: usize,
+    ) -> Result<(Response, u64), RequestError> {
         let (reply, answer) = oneshot::channel();
-        self.queue
+        queue
             .send(Pending {
                 request,
                 size,
@@ -156,65 +186,211 @@ impl Proposer {
     }
 }
 
-/// Takes what is queued, up to the limits, whenever a proposal slot is free.
-async fn batch_loop(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
+/// Takes what is queued, up to [`MAX_BATCH`] requests and `max_bytes` as
+/// one `Request::Batch` counts them (a request alone may be bigger),
+/// whenever one of [`IN_FLIGHT`] slots is free, and runs `send` on it.
+async fn batches<F, Fut>(mut rx: mpsc::UnboundedReceiver<Pending>, max_bytes: usize, send: F)
+where
+    F: Fn(Vec<Pending>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
+    // A request that did not fit the last batch starts the next.
+    let mut carried = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
         // While we waited for a slot, more requests queued up: take them.
-        let mut bytes = first.size;
+        // A batch costs 5 bytes a request over their sizes (see
+        // `Request::encoded_len`).
+        let mut bytes = 5 + first.size;
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+        while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(p) => {
-                    bytes += p.size;
+                Ok(p) if bytes + 5 + p.size <= max_bytes => {
+                    bytes += 5 + p.size;
                     batch.push(p);
+                }
+                Ok(p) => {
+                    carried = Some(p);
+                    break;
                 }
                 Err(_) => break,
             }
         }
-        let raft = raft.clone();
+        let sending = send(batch);
         tokio::spawn(async move {
             let _slot = slot;
-            write(&raft, batch).await;
+            sending.await;
         });
     }
 }
 
-/// Proposes `batch` as one entry and hands each request its answer.
-async fn write(raft: &Raft, mut batch: Vec<Pending>) {
-    if batch.len() == 1 {
-        let p = batch.pop().expect("invariant: the batch has one request");
-        let result = raft.client_write(p.request).await;
-        // The client may have given up waiting; nothing to do then.
-        let _ = p.reply.send(
-            result
-                .map(|w| (w.data, w.log_id.index))
-                .map_err(RequestError::from),
-        );
-        return;
-    }
-    let (requests, replies): (Vec<Request>, Vec<Reply>) =
+/// Sends `batch` to the leader in one call, waits until this member has
+/// applied its entry, and hands each request its answer. Should this member
+/// have become leader meanwhile, it proposes them itself.
+async fn forward(route: &Route, local: &mpsc::UnboundedSender<Pending>, batch: Vec<Pending>) {
+    let (id, leader) = match route.target() {
+        Target::There(id, leader) => (id, leader),
+        Target::Here => {
+            for p in batch {
+                if let Err(mpsc::error::SendError(p)) = local.send(p) {
+                    let _ = p.reply.send(Err(RequestError::Stopped));
+                }
+            }
+            return;
+        }
+        Target::Nobody => {
+            for p in batch {
+                let _ = p.reply.send(Err(RequestError::NoLeader));
+            }
+            return;
+        }
+    };
+    let (mut requests, replies): (Vec<Request>, Vec<Reply>) =
         batch.into_iter().map(|p| (p.request, p.reply)).unzip();
-    match raft.client_write(Request::Batch(requests)).await {
-        Ok(written) => match written.data {
-            Response::Batch(responses) if responses.len() == replies.len() => {
-                for (reply, response) in replies.into_iter().zip(responses) {
-                    let _ = reply.send(Ok((response, written.log_id.index)));
-                }
+    let answers = if requests.len() == 1 {
+        let request = requests.pop().expect("invariant: one request");
+        vec![forward_one(route, id, &leader, request).await]
+    } else {
+        forward_many(route, id, &leader, requests).await
+    };
+    for (reply, answer) in replies.into_iter().zip(answers) {
+        let _ = reply.send(answer);
+    }
+}
+
+/// One request, forwarded on its own.
+async fn forward_one(
+    route: &Route,
+    id: NodeId,
+    leader: &Member,
+    request: Request,
+) -> Result<(Response, u64), RequestError> {
+    match route
+        .forward(id, leader, &Forwarded::Propose(request))
+        .await?
+    {
+        Answer::Proposed(response, index) => {
+            route.applied(index).await?;
+            Ok((response, index))
+        }
+        _ => Err(ForwardError::Mismatch.into()),
+    }
+}
+
+/// Several requests in one call; an answer for each, in order.
+async fn forward_many(
+    route: &Route,
+    id: NodeId,
+    leader: &Member,
+    requests: Vec<Request>,
+) -> Vec<Result<(Response, u64), RequestError>> {
+    let n = requests.len();
+    let forwarded = Forwarded::ProposeBatch(requests);
+    let answer = route.forward(id, leader, &forwarded).await;
+    if let (Err(ForwardError::Peer(e)), Forwarded::ProposeBatch(requests)) = (&answer, forwarded) {
+        if e.undecodable_there() {
+            // A leader from before batched forwarding: a call each.
+            let calls = requests
+                .into_iter()
+                .map(|request| forward_one(route, id, leader, request));
+            return futures::future::join_all(calls).await;
+        }
+    }
+    let applied = async {
+        match answer? {
+            Answer::Proposed(Response::Batch(responses), index) if responses.len() == n => {
+                route.applied(index).await?;
+                Ok((responses, index))
             }
-            _ => {
-                for reply in replies {
-                    let _ = reply.send(Err(RequestError::UnexpectedResponse("batch")));
-                }
+            _ => Err(ForwardError::Mismatch),
+        }
+    };
+    let mut answers = Vec::with_capacity(n);
+    match applied.await {
+        Ok((responses, index)) => {
+            for response in responses {
+                answers.push(Ok((response, index)));
             }
-        },
+        }
+        // Each request gets the code and message the batch got.
+        Err(e) => {
+            let relayed = Relayed::from(tonic::Status::from(RequestError::from(e)));
+            for _ in 0..n {
+                answers.push(Err(ForwardError::Relayed(relayed.clone()).into()));
+            }
+        }
+    }
+    answers
+}
+
+/// Proposes `batch` as one entry and hands each request its answer. A
+/// request that is itself a batch (a follower's forwards) is spliced in, as
+/// batches never nest in an entry, and gets a batch of its answers back.
+async fn write(raft: &Raft, batch: Vec<Pending>) {
+    // Per pending request: how many of the entry's requests are its own,
+    // `None` for a plain one.
+    let mut spans = Vec::with_capacity(batch.len());
+    let mut requests = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    for p in batch {
+        match p.request {
+            Request::Batch(items) => {
+                spans.push(Some(items.len()));
+                requests.extend(items);
+            }
+            request => {
+                spans.push(None);
+                requests.push(request);
+            }
+        }
+        replies.push(p.reply);
+    }
+    let alone = spans == [None];
+    let request = if alone {
+        requests.pop().expect("invariant: one request")
+    } else {
+        Request::Batch(requests)
+    };
+    let written = match raft.client_write(request).await {
+        Ok(written) => written,
         Err(e) => {
             for reply in replies {
                 let _ = reply.send(Err(RequestError::Write(e.clone())));
             }
+            return;
         }
+    };
+    let index = written.log_id.index;
+    let mut responses = match written.data {
+        response if alone => vec![response],
+        Response::Batch(responses) => responses,
+        _ => Vec::new(),
+    };
+    let expected: usize = spans.iter().map(|span| span.unwrap_or(1)).sum();
+    if responses.len() != expected {
+        for reply in replies {
+            let _ = reply.send(Err(RequestError::UnexpectedResponse("batch")));
+        }
+        return;
+    }
+    // Hand out from the back, so that each answer is a cheap split.
+    for (reply, span) in replies.into_iter().zip(spans).rev() {
+        let at = responses.len() - span.unwrap_or(1);
+        let mut own = responses.split_off(at);
+        let response = match span {
+            None => own.pop().expect("invariant: one response"),
+            Some(_) => Response::Batch(own),
+        };
+        let _ = reply.send(Ok((response, index)));
     }
 }

@@ -49,7 +49,16 @@ pub(crate) enum Forwarded {
     LeaseRenew(i64),
     /// How long a lease has left.
     LeaseRemaining(i64),
+    /// Propose these as one item of the leader's batch (one entry), and
+    /// answer with a [`Response::Batch`] of theirs. Last, so that the
+    /// variants before keep their encoding: a leader from before it
+    /// refuses the message as undecodable, and nothing is proposed.
+    ProposeBatch(Vec<Request>),
 }
+
+/// How a peer refuses a message it cannot decode (a member of another
+/// version, or a bug); see [`PeerError::undecodable_there`].
+pub(crate) const UNDECODABLE: &str = "undecodable peer message";
 
 /// The leader's answer to a [`Forwarded`] request.
 #[derive(Debug, Serialize, Deserialize)]
@@ -147,6 +156,14 @@ pub(crate) enum PeerError {
 }
 
 impl PeerError {
+    /// Whether the peer refused the message as undecodable: it did nothing
+    /// with it.
+    pub(crate) fn undecodable_there(&self) -> bool {
+        matches!(self, PeerError::Failed { status, .. }
+            if status.code() == tonic::Code::InvalidArgument
+                && status.message().starts_with(UNDECODABLE))
+    }
+
     /// Whether the request certainly never reached the peer.
     pub(crate) fn undelivered(&self) -> bool {
         matches!(

@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{encode, Answer, Forwarded, LinearizableError, MembersReply, Relayed, Route};
+use super::{
+    encode, Answer, Forwarded, LinearizableError, MembersReply, Relayed, Route, UNDECODABLE,
+};
 use crate::cluster::{ClusterError, Membership};
 use crate::lease::Lessor;
 use crate::propose::Proposer;
@@ -121,7 +123,7 @@ impl PeerService {
     fn open<T: serde::de::DeserializeOwned>(&self, envelope: &Envelope) -> Result<T, Status> {
         self.check_cluster(envelope.cluster_id, envelope.from)?;
         postcard::from_bytes(&envelope.body)
-            .map_err(|e| Status::invalid_argument(format!("undecodable peer message: {e}")))
+            .map_err(|e| Status::invalid_argument(format!("{UNDECODABLE}: {e}")))
     }
 
     fn leading(&self) -> bool {
@@ -280,11 +282,32 @@ impl Peer for PeerService {
 
     async fn forward(&self, request: Request<Envelope>) -> Result<Response<Reply>, Status> {
         let forwarded: Forwarded = self.open(request.get_ref())?;
+        // A batch's requests are spliced into one entry, where batches
+        // never nest.
+        if let Forwarded::ProposeBatch(requests)
+        | Forwarded::Propose(cairn_raft_storage::Request::Batch(requests)) = &forwarded
+        {
+            if requests
+                .iter()
+                .any(|r| matches!(r, cairn_raft_storage::Request::Batch(_)))
+            {
+                return Err(Status::invalid_argument(format!(
+                    "{UNDECODABLE}: nested batch"
+                )));
+            }
+        }
         let answer: Result<Answer, RequestError> = match forwarded {
             Forwarded::Propose(request) => self
                 .leader
                 .proposer
                 .propose_here(request)
+                .await
+                .map(|(response, index)| Answer::Proposed(response, index)),
+            // One item of the next batch: `propose.rs` splices it in.
+            Forwarded::ProposeBatch(requests) => self
+                .leader
+                .proposer
+                .propose_here(cairn_raft_storage::Request::Batch(requests))
                 .await
                 .map(|(response, index)| Answer::Proposed(response, index)),
             Forwarded::ReadIndex => read_index(&self.leader.route).await.map(Answer::ReadIndex),

@@ -82,6 +82,11 @@ on_both!(
     two_voters_read_together_on_etcd,
     two_voters_read_together_on_cairn
 );
+on_both!(
+    concurrent_writes_through_a_follower,
+    concurrent_writes_through_a_follower_on_etcd,
+    concurrent_writes_through_a_follower_on_cairn
+);
 on_both!(move_leader, move_leader_on_etcd, move_leader_on_cairn);
 // Cairn only for now: on etcd 3.4 the first member added back to the
 // forced cluster stayed one revision behind in this scenario, which needs
@@ -305,6 +310,61 @@ async fn formation(flavor: Flavor, n: usize) {
         let kv = kv.unwrap_or_else(|| panic!("m{i} misses a committed write"));
         assert_eq!((kv.value.as_slice(), kv.mod_revision), (&b"2"[..], last));
     }
+}
+
+/// Many puts at once through one follower (which may forward them to the
+/// leader together): each answer is its own put's, by its prev_kv and
+/// revision, and a put naming an unknown lease fails alone.
+async fn concurrent_writes_through_a_follower(flavor: Flavor) {
+    let cluster = Cluster::start(flavor, 3, &[]).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.member((leader + 1) % 3);
+    const N: usize = 60;
+    for i in 0..N {
+        put(follower, &format!("cw/{i:02}"), &format!("old{i}")).await;
+    }
+    let kv = follower.kv();
+    let answers = futures::future::join_all((0..N).map(|i| {
+        let mut kv = kv.clone();
+        async move {
+            let request = PutRequest {
+                key: format!("cw/{i:02}").into_bytes(),
+                value: format!("new{i}").into_bytes(),
+                prev_kv: true,
+                // Every fifth names a lease that does not exist.
+                lease: if i % 5 == 0 { 0x1234_5678 } else { 0 },
+                ..PutRequest::default()
+            };
+            kv.put(request).await.map(|a| a.into_inner())
+        }
+    }))
+    .await;
+    let mut revisions = BTreeSet::new();
+    for (i, answer) in answers.into_iter().enumerate() {
+        if i % 5 == 0 {
+            let status = answer.expect_err("an unknown lease");
+            assert_eq!(status.code(), tonic::Code::NotFound, "put {i}: {status:?}");
+            assert_eq!(status.message(), "etcdserver: requested lease not found");
+            continue;
+        }
+        let answer = answer.unwrap_or_else(|e| panic!("put {i}: {e:?}"));
+        let prev = answer.prev_kv.expect("prev_kv");
+        assert_eq!(utf8(&prev.value), format!("old{i}"), "put {i}'s answer");
+        let revision = answer.header.expect("header").revision;
+        assert!(revisions.insert(revision), "revision {revision} twice");
+    }
+    let everything = range(follower, "cw/", Read::linearizable())
+        .await
+        .expect("range");
+    for kv in &everything.kvs {
+        let i: usize = utf8(&kv.key[3..]).parse().expect("a number");
+        let expected = if i % 5 == 0 { "old" } else { "new" };
+        assert_eq!(utf8(&kv.value), format!("{expected}{i}"));
+        if i % 5 != 0 {
+            assert!(revisions.contains(&kv.mod_revision), "cw/{i:02}");
+        }
+    }
+    assert_eq!(everything.kvs.len(), N);
 }
 
 /// Two voters: a linearizable read needs both, so with the follower killed
