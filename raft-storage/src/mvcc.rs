@@ -1241,10 +1241,13 @@ impl Writer<'_> {
 /// [`ReadView`] is the other, for read-only txns served without the log,
 /// and is never asked to write.
 trait TxnTarget {
+    /// The key index, leases, and the current and compact revisions.
     fn state(&self) -> &State;
     /// The revision reads see.
     fn read_rev(&self) -> i64;
+    /// The record written at `rev`.
     fn value(&self, rev: Revision) -> Result<KeyValue>;
+    /// What apply would refuse a put with.
     fn check_put(&self, p: &PutRequest) -> Result<Result<(), ApplyError>>;
     fn put(&mut self, p: &PutRequest) -> Result<PutResponse>;
     fn delete(&mut self, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse>;
