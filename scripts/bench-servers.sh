@@ -73,8 +73,8 @@ run() { # server name loader-args...
   local server=$1 name=$2; shift 2
   start "$server"
   local extra=()
-  if [[ -n ${pass_pid:-} ]]; then extra=(--pid "$pid"); fi
-  if [[ -n ${pass_server_pids:-} ]]; then extra=(--server-pids "$(IFS=,; echo "${pids[*]}")"); fi
+  if [[ -n ${pass_pid:-} ]]; then extra+=(--pid "$pid"); fi
+  if [[ -n ${pass_server_pids:-} ]]; then extra+=(--server-pids "$(IFS=,; echo "${pids[*]}")"); fi
   printf '{"server":"%s","nodes":%d,"round":%d,"run":"%s","result":' "$server" "$nodes" "$round" "$name"
   "$load" --endpoints "$endpoints" "${extra[@]}" "$@" | tr -d '\n'
   echo "}"

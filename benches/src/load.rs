@@ -119,14 +119,15 @@ struct CpuTimes {
 
 impl CpuTimes {
     fn now(server_pids: &[u32]) -> Self {
-        let server = (!server_pids.is_empty())
-            .then(|| {
-                server_pids
-                    .iter()
-                    .map(|pid| cpu_time(&pid.to_string()))
-                    .sum::<Option<Duration>>()
-            })
-            .flatten();
+        // No pids, no figure (an empty sum would be zero).
+        let server = if server_pids.is_empty() {
+            None
+        } else {
+            server_pids
+                .iter()
+                .map(|pid| cpu_time(&pid.to_string()))
+                .sum()
+        };
         CpuTimes {
             server,
             client: cpu_time("self"),
